@@ -1,0 +1,309 @@
+"""Read raw interaction files into one polars frame.
+
+Every reader returns the same columns, in file order:
+
+* ``user``, ``item`` (Utf8): raw ids, never parsed as numbers (PROTOCOL.md rule 1), so
+  ``"007"`` and ``"7"`` stay different and 19-digit ids stay intact.
+* ``timestamp``: Int64 or Float64 unix seconds, or dtype Null when the source has none.
+* ``rating`` (Float64): only when the source has a rating column.
+* ``order`` (Int64): 0-based row index in the file, the tie-break of the stable sort.
+
+Supported formats (``fmt``): ``csv``, ``tsv``, ``parquet`` (interaction tables),
+``sequence`` (one user per line: ``user item item ...``) and ``recbole`` (atomic ``.inter``
+files with ``name:type`` headers). Gzip is detected from the magic bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import io
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+
+FORMATS = ("csv", "tsv", "parquet", "sequence", "recbole")
+_SUFFIX_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".parquet": "parquet",
+    ".txt": "sequence",
+    ".inter": "recbole",
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_UTF8_BOM = b"\xef\xbb\xbf"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TABLE_DEFAULTS = {"user_col": "user", "item_col": "item"}
+# RecBole names its interaction fields user_id / item_id (after the ``:token`` suffix).
+_RECBOLE_DEFAULTS = {"user_col": "user_id", "item_col": "item_id"}
+
+
+class DataFormatError(ValueError):
+    """A raw data file cannot be read; the message names the file, the line and the reason."""
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+        where = f"{path}, line {line}" if line is not None else str(path)
+        super().__init__(f"{where}: {reason}")
+        self.path = str(path)
+        self.line = line
+        self.reason = reason
+
+
+def detect_format(path: str | Path) -> str:
+    """Format name from the file name (``.gz`` ignored): ``.txt`` -> ``sequence``, etc."""
+    name = Path(path).name.lower().removesuffix(".gz")
+    suffix = Path(name).suffix
+    if suffix not in _SUFFIX_FORMATS:
+        known = ", ".join(f"{s} ({f})" for s, f in _SUFFIX_FORMATS.items())
+        raise DataFormatError(
+            path, f"cannot tell the format from the suffix {suffix!r}; known: {known}; pass fmt="
+        )
+    return _SUFFIX_FORMATS[suffix]
+
+
+def read_source_bytes(path: str | Path) -> bytes:
+    """The file's bytes, gunzipped when it starts with the gzip magic bytes."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    data = path.read_bytes()
+    if data[:2] == _GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as err:
+            raise DataFormatError(path, f"corrupt gzip data ({err})") from None
+    return data
+
+
+def source_sha256(path: str | Path) -> str:
+    """sha256 hex digest of the decompressed content (what the registry checksums record)."""
+    return hashlib.sha256(read_source_bytes(path)).hexdigest()
+
+
+def read_interactions(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = "timestamp",
+    rating_col: str | None = "rating",
+) -> pl.DataFrame:
+    """Read ``path`` into the common frame described in the module docstring.
+
+    Column names apply to tables and RecBole files (``user_col``/``item_col`` default to
+    ``user``/``item``, or ``user_id``/``item_id`` for RecBole). ``time_col=None`` reads a table
+    without timestamps; a named ``time_col`` that is absent is an error. The rating column is
+    optional: it is kept when present and skipped when absent (ratings never rank, rule 1).
+    """
+    fmt = detect_format(path) if fmt is None else fmt
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None; got {fmt!r}")
+    data = read_source_bytes(path)
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    if not data.strip():
+        raise DataFormatError(path, "file is empty")
+
+    if fmt == "sequence":
+        df = _read_sequence(path, data)
+    else:
+        defaults = _RECBOLE_DEFAULTS if fmt == "recbole" else _TABLE_DEFAULTS
+        ids = {"user": user_col or defaults["user_col"], "item": item_col or defaults["item_col"]}
+        df = _standardise(path, _read_table(path, data, fmt), ids, time_col, rating_col)
+
+    if df.height == 0:
+        raise DataFormatError(path, "no interactions (only a header or blank lines)")
+    order = pl.int_range(df.height, dtype=pl.Int64).alias("order")
+    return df.select(pl.exclude("_line"), order)
+
+
+def _read_table(path: str | Path, data: bytes, fmt: str) -> pl.DataFrame:
+    """The raw columns (all Utf8 for text formats) plus ``_line``, the line of each row."""
+    if fmt == "parquet":
+        try:
+            raw = pl.read_parquet(io.BytesIO(data))
+        except Exception as err:  # polars raises several unrelated types for bad files
+            reason = f"not a readable parquet file ({_first_line(err)})"
+            raise DataFormatError(path, reason) from None
+        # Parquet has no text lines: report 1-based row numbers instead.
+        return raw.with_row_index("_line", offset=1)
+
+    separator = "," if fmt == "csv" else "\t"
+    # Tab-separated files in the wild do not quote; a stray '"' must not swallow lines.
+    quote_char = '"' if fmt == "csv" else None
+    try:
+        raw = pl.read_csv(
+            io.BytesIO(data),
+            separator=separator,
+            quote_char=quote_char,
+            infer_schema=False,  # every column as Utf8: ids are never parsed as numbers
+            raise_if_empty=True,
+        )
+    except Exception as err:
+        line = _ragged_line(data, separator, quote_char)
+        raise DataFormatError(
+            path, f"cannot parse as {fmt} ({_first_line(err)})", line=line
+        ) from None
+    if fmt == "recbole":
+        raw = raw.rename({c: c.rsplit(":", 1)[0] for c in raw.columns})
+    # Line numbers assume one record per physical line (no quoted newlines); header is line 1.
+    raw = raw.with_row_index("_line", offset=2)
+    is_blank = pl.all_horizontal(pl.exclude("_line").is_null())
+    return raw.filter(~is_blank)
+
+
+def _standardise(
+    path: str | Path,
+    raw: pl.DataFrame,
+    id_cols: dict[str, str],
+    time_col: str | None,
+    rating_col: str | None,
+) -> pl.DataFrame:
+    """Select and type the user/item/timestamp/rating columns of a raw table."""
+    found = [c for c in raw.columns if c != "_line"]
+    for role, name in [*id_cols.items(), ("timestamp", time_col)]:
+        if name is not None and name not in found:
+            hint = ""
+            if role == "timestamp":
+                hint = " (pass time_col=None for a file without timestamps)"
+            raise DataFormatError(
+                path, f"missing {role} column {name!r}; columns found: {found}{hint}"
+            )
+    lines = raw["_line"]
+
+    out = {}
+    for role, name in id_cols.items():
+        ids = raw[name].cast(pl.Utf8)
+        _fail_at_first(path, lines, ids.is_null() | (ids == ""), ids, f"empty {role} id")
+        out[role] = ids.alias(role)
+
+    if time_col is None:
+        out["timestamp"] = pl.Series("timestamp", [None] * raw.height, dtype=pl.Null)
+    else:
+        out["timestamp"] = _parse_timestamps(path, raw[time_col], lines)
+
+    if rating_col is not None and rating_col in found:
+        values = raw[rating_col].cast(pl.Utf8).str.strip_chars()
+        ratings = values.cast(pl.Float64, strict=False)
+        bad = ratings.is_null() & values.is_not_null()
+        _fail_at_first(path, lines, bad, values, "unparsable rating")
+        out["rating"] = ratings.alias("rating")
+    return pl.DataFrame(out)
+
+
+def _parse_timestamps(path: str | Path, column: pl.Series, lines: pl.Series) -> pl.Series:
+    """Unix seconds from numbers or ISO-8601 datetimes (naive datetimes are taken as UTC).
+
+    The first value decides the kind, so one stray value is reported as itself rather than
+    turning every number into a failed datetime. Integer seconds stay Int64; fractional
+    numbers and datetimes with sub-second parts become Float64 seconds.
+    """
+    if column.dtype.is_numeric():
+        bad = column.is_null() | ~column.cast(pl.Float64).is_finite()
+        _fail_at_first(path, lines, bad, column, "unparsable timestamp")
+        return column.cast(pl.Int64 if column.dtype.is_integer() else pl.Float64).alias("timestamp")
+    if column.dtype == pl.Datetime or column.dtype == pl.Date:
+        _fail_at_first(path, lines, column.is_null(), column, "empty timestamp")
+        return _seconds(column.cast(pl.Datetime("us")).dt.epoch("us"))
+
+    text = column.cast(pl.Utf8).str.strip_chars()
+    _fail_at_first(path, lines, text.is_null() | (text == ""), text, "empty timestamp")
+    as_int = text.cast(pl.Int64, strict=False)
+    if as_int.null_count() == 0:
+        return as_int.alias("timestamp")
+    as_float = text.cast(pl.Float64, strict=False)
+    first_is_number = as_float[0] is not None
+    if first_is_number:
+        bad = as_float.is_null() | ~as_float.is_finite()
+        _fail_at_first(path, lines, bad, text, "unparsable timestamp (expected unix seconds)")
+        return as_float.alias("timestamp")
+    return _seconds(_parse_datetimes(path, text, lines))
+
+
+def _parse_datetimes(path: str | Path, text: pl.Series, lines: pl.Series) -> pl.Series:
+    """Epoch microseconds (Int64) of ISO-8601 strings."""
+    micros = text.str.to_datetime(time_unit="us", strict=False).dt.epoch("us")
+    failed = micros.is_null()
+    if failed.any():
+        # polars infers one naive pattern; offsets ('Z', '+02:00') go through the stdlib.
+        fixed = {v: _iso_to_micros(v) for v in text.filter(failed).unique().to_list()}
+        retried = text.replace_strict(fixed, default=None, return_dtype=pl.Int64)
+        micros = micros.zip_with(~failed, retried)
+        _fail_at_first(path, lines, micros.is_null(), text, "unparsable timestamp (not ISO-8601)")
+    return micros
+
+
+def _iso_to_micros(value: str) -> int | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _seconds(micros: pl.Series) -> pl.Series:
+    if (micros % 1_000_000 == 0).all():
+        return (micros // 1_000_000).cast(pl.Int64).alias("timestamp")
+    return (micros.cast(pl.Float64) / 1e6).alias("timestamp")
+
+
+def _read_sequence(path: str | Path, data: bytes) -> pl.DataFrame:
+    """``user item item ...`` per line; repeated users are concatenated in file order."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not UTF-8 text ({err})") from None
+    lines = pl.DataFrame({"text": text.split("\n")}).with_row_index("_line", offset=1)
+    tokens = lines.with_columns(pl.col("text").str.extract_all(r"\S+").alias("tokens"))
+    tokens = tokens.filter(pl.col("tokens").list.len() > 0)  # blank lines carry nothing
+    lonely = tokens["tokens"].list.len() == 1
+    users = tokens["tokens"].list.first()
+    _fail_at_first(path, tokens["_line"], lonely, users, "user has no items")
+    return (
+        tokens.select(
+            pl.col("tokens").list.first().alias("user"),
+            pl.col("tokens").list.slice(1).alias("item"),
+        )
+        .explode("item")
+        .with_columns(pl.lit(None, dtype=pl.Null).alias("timestamp"))
+    )
+
+
+def _ragged_line(data: bytes, separator: str, quote_char: str | None) -> int | None:
+    """Line of the first record whose field count differs from the header (error path only)."""
+    text = data.decode("utf-8", errors="replace")
+    if quote_char is None:
+        reader = csv.reader(io.StringIO(text), delimiter=separator, quoting=csv.QUOTE_NONE)
+    else:
+        reader = csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote_char)
+    try:
+        n_fields = len(next(reader))
+        for record in reader:
+            if record and len(record) != n_fields:
+                return reader.line_num
+    except (StopIteration, csv.Error):
+        pass
+    return None
+
+
+def _fail_at_first(
+    path: str | Path, lines: pl.Series, bad: pl.Series, values: pl.Series, reason: str
+) -> None:
+    """Raise DataFormatError at the first row where ``bad`` holds, quoting its value."""
+    if not bad.any():
+        return
+    row = int(bad.arg_true()[0])
+    value = values[row]
+    # A missing field has no value to quote; the reason ("empty ...") says it all.
+    message = reason if value is None else f"{reason}: {value!r}"
+    raise DataFormatError(path, message, line=int(lines[row]))
+
+
+def _first_line(err: Exception) -> str:
+    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -1,0 +1,187 @@
+"""Typed, frozen run configuration, read from TOML files and command-line flags.
+
+A run is described by two sections: ``[model]`` (architecture) and ``[train]`` (optimisation
+and selection). Unknown keys fail and list the valid ones; every value is checked when the
+config is built, and the resolved config is written beside every result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+DEVICES = ("cpu", "cuda")
+LOSSES = ("bce",)
+SELECTION_METRICS = ("ndcg@10", "hit@10", "ndcg@5", "hit@5", "mrr", "auc", "gauc")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used."""
+
+
+def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise ConfigError(f"{name} must be {allowed}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture shared by the sequential models (defaults follow the MRIF paper).
+
+    Args:
+        dim: embedding and hidden width D.
+        n_heads: attention heads; must divide ``dim``.
+        n_layers: transformer layers (paper: 2).
+        dropout: dropout on embeddings, attention weights and feed-forward outputs.
+        max_len: longest history fed to the model; older items are dropped (rule 8).
+        n_levels: stacked aggregation levels in MRIF (paper: 2).
+        window: aggregation window size ``2w + 1`` (paper: 3).
+    """
+
+    dim: int = 64
+    n_heads: int = 1
+    n_layers: int = 2
+    dropout: float = 0.5
+    max_len: int = 50
+    n_levels: int = 2
+    window: int = 3
+
+    def __post_init__(self) -> None:
+        _check_range("dim", self.dim, 1)
+        _check_range("n_heads", self.n_heads, 1)
+        if self.dim % self.n_heads:
+            raise ConfigError(f"n_heads must divide dim={self.dim}; got n_heads={self.n_heads}")
+        _check_range("n_layers", self.n_layers, 1)
+        _check_range("dropout", self.dropout, 0.0, 0.99)
+        _check_range("max_len", self.max_len, 2)
+        _check_range("n_levels", self.n_levels, 0)
+        if self.window < 1 or self.window % 2 == 0 or self.window > self.max_len:
+            raise ConfigError(
+                f"window must be odd and at most max_len={self.max_len}; got {self.window}"
+            )
+
+    @property
+    def half_window(self) -> int:
+        """``w`` in the paper's window ``2w + 1``."""
+        return self.window // 2
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, early stopping and run settings.
+
+    Args:
+        lr: Adam learning rate.
+        weight_decay: L2 penalty passed to Adam.
+        batch_size: users per training batch.
+        epochs: most epochs of the main stage.
+        patience: epochs without a better validation metric before stopping.
+        pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective).
+        pretrain_patience: patience of the pre-training stage.
+        loss: training loss; ``bce`` with one sampled negative per positive (rule 23).
+        select_metric: sampled validation metric used for model selection (rule 16).
+        eval_batch_size: users per evaluation batch.
+        item_chunk: items scored at once under the full-ranking protocol.
+        seed: fixes data order, initialisation, negatives and dropout (rule 17).
+        device: ``cpu`` or ``cuda``.
+        threads: CPU threads for torch; 0 keeps torch's default.
+    """
+
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 20
+    pretrain_epochs: int = 200
+    pretrain_patience: int = 20
+    loss: str = "bce"
+    select_metric: str = "ndcg@10"
+    eval_batch_size: int = 512
+    item_chunk: int = 4096
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check_range("lr", self.lr, 1e-12)
+        _check_range("weight_decay", self.weight_decay, 0.0)
+        for name in ("batch_size", "eval_batch_size", "item_chunk"):
+            _check_range(name, getattr(self, name), 1)
+        for name in ("epochs", "pretrain_epochs", "threads"):
+            _check_range(name, getattr(self, name), 0)
+        for name in ("patience", "pretrain_patience"):
+            _check_range(name, getattr(self, name), 1)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("select_metric", self.select_metric, SELECTION_METRICS)
+        _check_choice("device", self.device, DEVICES)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines a run: the model name, its architecture and its training."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        unknown = set(data) - {"model", "train"}
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown section(s) {sorted(unknown)}; valid sections: model, train"
+            )
+        model = _build(ModelConfig, data.get("model", {}), f"{source} [model]")
+        train = _build(TrainConfig, data.get("train", {}), f"{source} [train]")
+        return cls(model=model, train=train)
+
+    def with_overrides(self, model: dict[str, Any], train: dict[str, Any]) -> RunConfig:
+        """A copy with the given fields replaced (flags win over the file)."""
+        merged = self.to_dict()
+        merged["model"].update(model)
+        merged["train"].update(train)
+        return RunConfig.from_dict(merged, source="flags")
+
+
+def _build(kind: type, values: dict[str, Any], source: str) -> Any:
+    valid = {f.name: f for f in fields(kind)}
+    unknown = set(values) - set(valid)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}"
+        )
+    for key, value in values.items():
+        expected = type(getattr(kind(), key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise ConfigError(
+                f"{source}: {key} must be {expected.__name__}; got {type(value).__name__} {value!r}"
+            )
+    return kind(**values)
+
+
+def load_config(path: Path | str | None) -> RunConfig:
+    """Read a TOML config with ``[model]`` and ``[train]`` sections; ``None`` gives defaults."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    return RunConfig.from_dict(data, source=str(path))

@@ -1,0 +1,146 @@
+"""Layers shared by the sequential models.
+
+Shape legend used throughout ``mrif.models``:
+    B batch, L history length, D width, H heads, C candidates per user,
+    K aggregation levels, W window size (2w + 1), R truncation variants.
+
+Histories are **left-padded** with ``PAD_ID`` so that the newest item sits at index ``L - 1``
+for every user (CASES.md B10): the user state is always read at the last index.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrif import PAD_ID
+
+MASK_FILL = -1e9
+"""Finite fill for masked attention logits: an all-masked row gives uniform weights, not NaN
+(CASES.md B16)."""
+
+
+def forward_positions(item_seq: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from the oldest item in the window: 1, 2, ... and 0 on padding.
+
+    Counting from the oldest item (not from a fixed slot of the padded array) makes the
+    representation of a prefix independent of what follows it, so training on all steps of a
+    sequence in one pass gives exactly the numbers of scoring each prefix alone (rule 22), and
+    trimming shared left padding changes nothing.
+
+    Args:
+        item_seq: (B, L) left-padded item ids.
+
+    Returns:
+        (B, L) position ids.
+    """
+    is_item = item_seq != PAD_ID
+    return torch.cumsum(is_item, dim=1) * is_item
+
+
+def causal_attention_mask(item_seq: torch.Tensor) -> torch.Tensor:
+    """Boolean mask, True where query step t may attend to key step s.
+
+    A real query attends to real keys at steps s <= t only (no look-ahead, no padding). A
+    padding query attends to itself so that its softmax row is never empty; its output is
+    discarded.
+
+    Args:
+        item_seq: (B, L) left-padded item ids.
+
+    Returns:
+        (B, 1, L, L) mask broadcastable over heads.
+    """
+    seq_len = item_seq.shape[1]
+    is_item = item_seq != PAD_ID
+    causal = torch.ones(seq_len, seq_len, dtype=torch.bool, device=item_seq.device).tril()
+    can_attend = causal & is_item[:, None, :]  # (B, L, L)
+    can_attend = can_attend | torch.eye(seq_len, dtype=torch.bool, device=item_seq.device)
+    return can_attend[:, None]
+
+
+class TransformerBlock(nn.Module):
+    """One post-norm transformer layer, MRIF paper eq. (5)-(6).
+
+    ``SA(X) = LN(Dropout(MultiHead(X)) + X)`` then ``LN(Dropout(FFN(SA)) + SA)`` with a
+    two-layer ReLU feed-forward network of inner width D.
+
+    Note:
+        Attention scores are scaled by sqrt(D / H) per head, as in Vaswani et al.; the paper's
+        eq. (3) writes sqrt(d), which is the same for one head.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.attn_out = nn.Linear(dim, dim)
+        self.attn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, can_attend: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D); can_attend: (B, 1, L, L) bool. Returns (B, L, D)."""
+        batch, seq_len, dim = x.shape
+
+        q, k, v = self.qkv(x).split(dim, dim=-1)
+        q, k, v = (
+            t.view(batch, seq_len, self.n_heads, dim // self.n_heads).transpose(1, 2)
+            for t in (q, k, v)
+        )  # (B, H, L, D/H)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=can_attend, dropout_p=self.dropout if self.training else 0.0
+        )
+        attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)  # (B, L, D)
+        x = self.attn_norm(x + self.drop(self.attn_out(attended)))
+
+        return self.ffn_norm(x + self.drop(self.ffn(x)))
+
+
+class SequenceEncoder(nn.Module):
+    """Item + position embedding followed by causal transformer layers (paper section 2.1).
+
+    This is SASRec's encoder and MRIF's interest extractor; the two share its weights so that
+    MRIF can start from a pre-trained extractor (rule 19).
+
+    Args:
+        n_items: number of real items; the embedding table has ``n_items + 1`` rows, row 0 is
+            padding and stays zero.
+        dim, n_heads, n_layers, dropout, max_len: see ``ModelConfig``.
+    """
+
+    def __init__(
+        self, n_items: int, dim: int, n_heads: int, n_layers: int, dropout: float, max_len: int
+    ) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=PAD_ID)
+        self.position_embedding = nn.Embedding(max_len + 1, dim, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(dropout)
+        self.layers = nn.ModuleList(
+            TransformerBlock(dim, n_heads, dropout) for _ in range(n_layers)
+        )
+        nn.init.normal_(self.item_embedding.weight, std=dim**-0.5)
+        nn.init.normal_(self.position_embedding.weight, std=dim**-0.5)
+        with torch.no_grad():
+            self.item_embedding.weight[PAD_ID].zero_()
+            self.position_embedding.weight[0].zero_()
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """item_seq: (B, L) left-padded ids, L <= max_len. Returns (B, L, D), zero on padding."""
+        if item_seq.shape[1] > self.max_len:
+            raise ValueError(
+                f"history length must be at most max_len={self.max_len}; got {item_seq.shape[1]}"
+            )
+        is_item = (item_seq != PAD_ID).unsqueeze(-1)  # (B, L, 1)
+
+        x = self.item_embedding(item_seq) + self.position_embedding(forward_positions(item_seq))
+        x = self.embedding_dropout(x) * is_item
+
+        can_attend = causal_attention_mask(item_seq)
+        for layer in self.layers:
+            x = layer(x, can_attend) * is_item
+        return x

@@ -1,0 +1,114 @@
+"""MRIF: multi-resolution interest fusion (Li, Yang and Zhang, SIGIR 2020)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrif import PAD_ID
+from mrif.config import ModelConfig
+from mrif.models.aggregation import WindowAggregation
+from mrif.models.base import SequentialRecommender
+from mrif.models.layers import MASK_FILL, SequenceEncoder
+
+
+class PretrainingMissingError(RuntimeError):
+    """MRIF was asked to train or score before its extractor was initialised."""
+
+
+class MRIF(SequentialRecommender):
+    """Transformer interest extractor, stacked window aggregation, target-attentive fusion.
+
+    Level 0 is the extractor output H^0 (paper eq. 7); levels 1..K come from
+    :class:`WindowAggregation` (eq. 8-11). For a target item e, each level attends over the
+    history with ``softmax(H^l e)`` and the weighted sums are added (eq. 12); the score is the
+    dot product of that sum with e, i.e. ``sum_l sum_i a_li (H^l_i . e)``.
+
+    Args:
+        n_items: number of real items (ids 1..n_items).
+        config: extractor and aggregation settings (``n_levels``, ``window``).
+        aggregator: ``mean``, ``max`` or ``attn``.
+
+    Note:
+        The extractor must be initialised from a pre-trained SASRec encoder with
+        :meth:`load_pretrained_extractor` before training (rule 19); the trainer refuses a cold
+        start. The paper leaves the fusion logits unscaled and so do we.
+    """
+
+    needs_pretraining = True
+
+    def __init__(self, n_items: int, config: ModelConfig, aggregator: str) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.config = config
+        self.name = {"mean": "mrif-avg", "max": "mrif-max", "attn": "mrif-attn"}.get(
+            aggregator, aggregator
+        )
+        self.encoder = SequenceEncoder(
+            n_items, config.dim, config.n_heads, config.n_layers, config.dropout, config.max_len
+        )
+        self.aggregation = WindowAggregation(aggregator, config.n_levels, config.half_window)
+        self.register_buffer("extractor_is_pretrained", torch.tensor(False))
+
+    def load_pretrained_extractor(self, encoder_state: dict[str, torch.Tensor]) -> None:
+        """Copy a pre-trained ``SequenceEncoder`` state (e.g. ``SASRec.encoder``) into MRIF."""
+        self.encoder.load_state_dict(encoder_state)
+        self.extractor_is_pretrained.fill_(True)
+
+    def _levels(self, item_seq: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        is_item = item_seq != PAD_ID  # (B, L)
+        interests = self.encoder(item_seq)  # (B, L, D), zero on padding
+        return self.aggregation(interests, is_item), is_item
+
+    def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        seq_len = item_seq.shape[1]
+        levels, is_item = self._levels(item_seq)
+        n_variants = self.aggregation.n_variants
+        target_emb = self.encoder.item_embedding(targets)  # (B, L, D), one target per step t
+
+        steps = torch.arange(seq_len, device=item_seq.device)
+        lag = steps[:, None] - steps[None, :]  # (L, L): t - i
+        can_attend = (lag >= 0) & is_item[:, None, :]  # (B, L, L), query t, key i
+
+        scores = torch.zeros(item_seq.shape, dtype=target_emb.dtype, device=item_seq.device)
+        for level in levels:
+            # Keys at lag >= R use the untruncated variant; nearer keys use variant r = lag.
+            logits = torch.einsum("btd,bid->bti", target_emb, level[:, -1])  # (B, L, L)
+            for r in range(min(n_variants - 1, seq_len)):
+                near = (target_emb[:, r:] * level[:, r, : seq_len - r]).sum(-1)  # (B, L-r)
+                near = nn.functional.pad(near, (r, 0))  # (B, L), indexed by t
+                logits = torch.where(lag == r, near.unsqueeze(-1), logits)
+            scores = scores + _attend(logits, can_attend)
+        return scores
+
+    def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        seq_len = item_seq.shape[1]
+        levels, is_item = self._levels(item_seq)
+        n_variants = self.aggregation.n_variants
+        cand_emb = self.encoder.item_embedding(candidates)  # (B, C, D) or (C, D)
+
+        # The history ends at the last slot: step i sees variant min(L - 1 - i, R).
+        steps = torch.arange(seq_len, device=item_seq.device)
+        variant = (seq_len - 1 - steps).clamp(max=n_variants - 1)  # (L,)
+        can_attend = is_item[:, None, :]  # (B, 1, L)
+
+        scores = None
+        for level in levels:
+            visible = level[:, variant, steps]  # (B, L, D)
+            if candidates.dim() == 1:
+                logits = torch.einsum("cd,bid->bci", cand_emb, visible)  # (B, C, L)
+            else:
+                logits = torch.einsum("bcd,bid->bci", cand_emb, visible)  # (B, C, L)
+            level_scores = _attend(logits, can_attend)
+            scores = level_scores if scores is None else scores + level_scores
+        assert scores is not None
+        return scores
+
+
+def _attend(logits: torch.Tensor, can_attend: torch.Tensor) -> torch.Tensor:
+    """``sum_i softmax(logits)_i * logits_i`` over allowed keys: the fused score of one level.
+
+    logits: (B, Q, L); can_attend: broadcastable bool. Returns (B, Q).
+    """
+    weights = torch.softmax(logits.masked_fill(~can_attend, MASK_FILL), dim=-1)
+    return (weights * logits).sum(-1)

@@ -1,0 +1,297 @@
+"""Run directories: train a model on a prepared dataset, save it, and score it again later.
+
+A run directory holds ``config.json`` (resolved config, model, dataset), ``weights.safetensors``
+(selected weights; loads without unpickling code), ``items.parquet`` (the raw item ids, so
+recommendations speak raw ids), ``metrics.json``, ``test_ranks.parquet`` (per-user test ranks
+for significance tests) and ``train.log``. MRIF runs also keep their pre-trained extractor under
+``pretrain/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+
+from mrif import __version__
+from mrif.config import RunConfig, TrainConfig
+from mrif.data.dataset import PreparedDataset
+from mrif.data.registry import resolve_dataset
+from mrif.evaluation import score_full, score_sampled
+from mrif.models import build_model
+from mrif.models.base import SequentialRecommender
+from mrif.models.mrif import MRIF, PretrainingMissingError
+from mrif.models.sasrec import SASRec
+from mrif.training import FitResult, fit, seed_everything
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS = "weights.safetensors"
+PROTOCOLS = ("sampled", "full")
+
+
+class RunError(RuntimeError):
+    """A run directory that cannot be written or read."""
+
+
+def train_run(
+    data: str,
+    model_name: str,
+    out_dir: Path | str,
+    config: RunConfig,
+    *,
+    data_seed: int = 0,
+    pretrained: Path | str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``model_name`` on ``data`` (a registered name, prepared directory or raw file),
+    select on validation, test once, and write the run directory. Returns ``metrics.json``."""
+    out_dir = Path(out_dir)
+    if (out_dir / "metrics.json").exists() and not overwrite:
+        raise RunError(f"{out_dir} already holds a finished run; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log_handler = _attach_log(out_dir / "train.log")
+    try:
+        return _train_run(data, model_name, out_dir, config, data_seed, pretrained, progress)
+    finally:
+        logging.getLogger("mrif").removeHandler(log_handler)
+        log_handler.close()
+
+
+def _train_run(
+    data: str,
+    model_name: str,
+    out_dir: Path,
+    config: RunConfig,
+    data_seed: int,
+    pretrained: Path | str | None,
+    progress: bool,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    train = config.train
+    _check_device(train.device)
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    dataset_dir = resolve_dataset(data, seed=data_seed)
+    dataset = PreparedDataset.load(dataset_dir)
+    _write_json(out_dir / "config.json", _run_record(model_name, data, dataset, config))
+    shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
+
+    seed_everything(train.seed)
+    model = build_model(model_name, dataset.n_items, config.model)
+    logger.info("training %s on %s (%d users, %d items) with seed %d", model_name,
+                dataset_dir, dataset.n_users, dataset.n_items, train.seed)  # fmt: skip
+    pretrain: FitResult | None = None
+    if isinstance(model, MRIF):
+        if pretrained is not None:
+            model.load_pretrained_extractor(load_extractor(Path(pretrained)))
+        else:
+            pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress)
+    fitted = _fit_checked(model, dataset, train, progress)
+    save_weights(model, out_dir / WEIGHTS)
+
+    test_started = time.perf_counter()
+    test = score_sampled(
+        model, dataset, "test", batch_size=train.eval_batch_size, device=train.device
+    )
+    sampled_seconds = time.perf_counter() - test_started
+    test_full, full_ranks = score_full(
+        model, dataset, "test", batch_size=train.eval_batch_size // 2,
+        item_chunk=train.item_chunk, device=train.device,
+    )  # fmt: skip
+    full_seconds = time.perf_counter() - test_started - sampled_seconds
+    pl.DataFrame(
+        {"user_id": dataset.eval_users, "rank_sampled": test.ranks, "rank_full": full_ranks}
+    ).write_parquet(out_dir / "test_ranks.parquet")
+
+    metrics = {
+        "model": model_name,
+        "dataset": _dataset_record(data, dataset),
+        "seed": train.seed,
+        "loss": f"{train.loss} (one sampled negative per step)",
+        "best_epoch": fitted.best_epoch,
+        "epochs_run": fitted.epochs_run,
+        "valid": fitted.best_valid,
+        "test": test.metrics,
+        "test_full": test_full,
+        "evaluation": {
+            "n_eval_users": int(test.n_users),
+            "n_gauc_skipped": int(test.n_gauc_skipped),
+            "n_train_only_users": int(dataset.meta.get("n_train_only_users", 0)),
+            "n_short_negative_users": int(dataset.meta.get("n_short_negative_users", 0)),
+        },
+        "pretrain": None
+        if pretrain is None
+        else {
+            "best_epoch": pretrain.best_epoch,
+            "epochs_run": pretrain.epochs_run,
+            "valid": pretrain.best_valid,
+        },
+        "timing": {
+            "pretrain_seconds": None if pretrain is None else round(pretrain.seconds, 2),
+            "train_seconds": round(fitted.seconds, 2),
+            "seconds_per_epoch": round(fitted.seconds_per_epoch, 3),
+            "test_sampled_seconds": round(sampled_seconds, 3),
+            "test_full_seconds": round(full_seconds, 3),
+            "total_seconds": round(time.perf_counter() - started, 2),
+        },
+        "history": fitted.history,
+        "environment": _environment(train.device),
+    }
+    _write_json(out_dir / "metrics.json", metrics)
+    logger.info("test (sampled): %s", _format(test.metrics))
+    logger.info("test (full ranking): %s", _format(test_full))
+    return metrics
+
+
+def _fit_checked(
+    model: SequentialRecommender, dataset: PreparedDataset, train: TrainConfig, progress: bool
+) -> FitResult:
+    if isinstance(model, MRIF) and not bool(model.extractor_is_pretrained):
+        raise PretrainingMissingError(
+            "MRIF needs a pre-trained interest extractor (PROTOCOL rule 19); "
+            "train without --pretrained to pre-train it, or pass a SASRec run"
+        )
+    return fit(model, dataset, train, stage=model.name, progress=progress)
+
+
+def _pretrain_extractor(
+    model: MRIF, dataset: PreparedDataset, config: RunConfig, out_dir: Path, progress: bool
+) -> FitResult:
+    """Pre-train the extractor with the SASRec next-item objective, then hand it to MRIF."""
+    extractor = SASRec(dataset.n_items, config.model)
+    result = fit(
+        extractor, dataset, config.train, epochs=config.train.pretrain_epochs,
+        patience=config.train.pretrain_patience, stage="pretrain", progress=progress,
+    )  # fmt: skip
+    (out_dir / "pretrain").mkdir(exist_ok=True)
+    save_weights(extractor, out_dir / "pretrain" / WEIGHTS)
+    model.load_pretrained_extractor(extractor.encoder.state_dict())
+    return result
+
+
+def load_extractor(path: Path) -> dict[str, torch.Tensor]:
+    """The ``SequenceEncoder`` weights of a SASRec run directory or weights file."""
+    weights = path / WEIGHTS if path.is_dir() else path
+    if not weights.exists():
+        raise PretrainingMissingError(
+            f"pre-trained extractor not found: {weights} (expected a SASRec run directory or "
+            f"its {WEIGHTS})"
+        )
+    state = load_file(weights)
+    prefix = "encoder."
+    encoder = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    if not encoder:
+        raise PretrainingMissingError(f"{weights} holds no encoder weights")
+    return encoder
+
+
+def save_weights(model: SequentialRecommender, path: Path) -> None:
+    """Write the state dict as safetensors (written beside, then renamed: never half a file)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    partial = path.with_suffix(".partial")
+    save_file(state, str(partial), metadata={"model": model.name, "mrif_version": __version__})
+    partial.replace(path)
+
+
+def load_run(
+    run_dir: Path | str, device: str | None = None
+) -> tuple[SequentialRecommender, PreparedDataset, RunConfig, dict[str, Any]]:
+    """Rebuild a trained model and its dataset from a run directory."""
+    run_dir = Path(run_dir)
+    record_path = run_dir / "config.json"
+    if not record_path.exists() or not (run_dir / WEIGHTS).exists():
+        raise RunError(f"{run_dir} is not a finished run (needs config.json and {WEIGHTS})")
+    record = json.loads(record_path.read_text())
+    config = RunConfig.from_dict(record["config"], source=str(record_path))
+    if device is not None:
+        config = config.with_overrides({}, {"device": device})
+    dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
+    model = build_model(record["model"], dataset.n_items, config.model)
+    model.load_state_dict(load_file(run_dir / WEIGHTS))
+    model.to(config.train.device)
+    return model, dataset, config, record
+
+
+def evaluate_run(run_dir: Path | str, protocol: str = "sampled") -> dict[str, float]:
+    """Score the saved weights on the test target again; equals ``metrics.json``."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
+    model, dataset, config, _ = load_run(run_dir)
+    train = config.train
+    if protocol == "sampled":
+        return score_sampled(
+            model, dataset, "test", batch_size=train.eval_batch_size, device=train.device
+        ).metrics
+    metrics, _ = score_full(
+        model, dataset, "test", batch_size=train.eval_batch_size // 2,
+        item_chunk=train.item_chunk, device=train.device,
+    )  # fmt: skip
+    return metrics
+
+
+def _check_device(device: str) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RunError("device is 'cuda' but torch sees no CUDA device; use --device cpu")
+
+
+def _run_record(
+    model_name: str, data: str, dataset: PreparedDataset, config: RunConfig
+) -> dict[str, Any]:
+    return {
+        "model": model_name,
+        "dataset": _dataset_record(data, dataset),
+        "config": config.to_dict(),
+        "mrif_version": __version__,
+    }
+
+
+def _dataset_record(data: str, dataset: PreparedDataset) -> dict[str, Any]:
+    return {
+        "requested": data,
+        "path": str(Path(dataset.path).resolve()),
+        "name": dataset.meta.get("name"),
+        "sampling_seed": dataset.meta.get("sampling_seed"),
+        "n_users": dataset.n_users,
+        "n_items": dataset.n_items,
+        "source_sha256": dataset.meta.get("source", {}).get("sha256"),
+    }
+
+
+def _environment(device: str) -> dict[str, Any]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "device": device,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    package_logger = logging.getLogger("mrif")
+    package_logger.addHandler(handler)
+    if package_logger.level == logging.NOTSET or package_logger.level > logging.INFO:
+        package_logger.setLevel(logging.INFO)
+    return handler
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n")
+    partial.replace(path)
+
+
+def _format(metrics: dict[str, float]) -> str:
+    return " ".join(f"{k} {v:.4f}" for k, v in metrics.items())

@@ -1,0 +1,138 @@
+"""The training loop: batches, one sampled negative per step, early stopping on validation."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mrif.batches import TrainingSequences
+from mrif.config import TrainConfig
+from mrif.data.dataset import PreparedDataset
+from mrif.evaluation import score_sampled
+from mrif.models.base import SequentialRecommender
+from mrif.sampling import NegativeSampler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    """What one training stage found: the selected epoch and its validation metrics."""
+
+    best_epoch: int
+    best_valid: dict[str, float]
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return self.seconds / max(self.epochs_run, 1)
+
+
+def seed_everything(seed: int) -> None:
+    """Fix initialisation and dropout (rule 17); data order and negatives get their own
+    generators seeded from the same value."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def fit(
+    model: SequentialRecommender,
+    dataset: PreparedDataset,
+    config: TrainConfig,
+    *,
+    epochs: int | None = None,
+    patience: int | None = None,
+    stage: str = "train",
+    progress: bool = False,
+) -> FitResult:
+    """Train ``model`` in place and leave it holding the weights of its best validation epoch.
+
+    Each epoch trains on every step of every training sequence, then scores the validation
+    target under the sampled protocol; the best ``config.select_metric`` is kept and training
+    stops after ``patience`` epochs without improvement (rule 16).
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (names the epoch and step).
+    """
+    epochs = config.epochs if epochs is None else epochs
+    patience = config.patience if patience is None else patience
+    device = torch.device(config.device)
+    model.to(device)
+
+    sequences = [dataset.train_sequence(u) for u in range(dataset.n_users)]
+    examples = TrainingSequences(sequences, model.config.max_len)
+    sampler = NegativeSampler(
+        [dataset.history(u) for u in range(dataset.n_users)], dataset.n_items, device
+    )
+    order_rng = np.random.default_rng(config.seed)
+    negative_rng = torch.Generator(device=device).manual_seed(config.seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n_batches = math.ceil(len(examples) / config.batch_size)
+
+    best = FitResult(best_epoch=0, best_valid={}, epochs_run=0, seconds=0.0)
+    best_state = _copy_state(model)
+    best_score = -math.inf
+    started = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        epoch_started = time.perf_counter()
+        model.train()
+        loss_sum, loss_weight = 0.0, 0
+        batches = examples.batches(config.batch_size, order_rng)
+        bar = tqdm(
+            batches, total=n_batches, desc=f"{stage} {epoch}", leave=False, disable=not progress
+        )
+        for step, batch in enumerate(bar, start=1):
+            inputs = torch.from_numpy(batch.inputs).to(device)
+            positives = torch.from_numpy(batch.positives).to(device)
+            users = torch.from_numpy(batch.users).to(device)
+            negatives = sampler.sample(users, inputs.shape[1], negative_rng)
+
+            loss = model.loss(inputs, positives, negatives)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"{stage}: loss became {loss.item()} at epoch {epoch}, step {step}; "
+                    "try a lower lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+            n_steps = int((inputs != 0).sum())
+            loss_sum += loss.item() * n_steps
+            loss_weight += n_steps
+
+        valid = score_sampled(
+            model, dataset, "valid", batch_size=config.eval_batch_size, device=device
+        ).metrics
+        score = valid[config.select_metric]
+        if score > best_score:
+            best_score, best.best_epoch, best.best_valid = score, epoch, valid
+            best_state = _copy_state(model)
+        epoch_seconds = time.perf_counter() - epoch_started
+        best.history.append({"epoch": epoch, "loss": loss_sum / max(loss_weight, 1), **valid})
+        best.epochs_run = epoch
+        logger.info(
+            "%s epoch %d/%d loss %.4f valid %s %.4f hit@10 %.4f (best %.4f @ %d) %.1fs",
+            stage, epoch, epochs, loss_sum / max(loss_weight, 1), config.select_metric,
+            score, valid["hit@10"], best_score, best.best_epoch, epoch_seconds,
+        )  # fmt: skip
+        if epoch - best.best_epoch >= patience:
+            logger.info("%s: no better %s for %d epochs, stopping", stage,
+                        config.select_metric, patience)  # fmt: skip
+            break
+
+    best.seconds = time.perf_counter() - started
+    model.load_state_dict(best_state)
+    return best
+
+
+def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}

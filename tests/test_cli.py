@@ -1,0 +1,144 @@
+"""The command line end to end on a small synthetic dataset: prepare, train, evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mrif.cli import main
+
+FAST = ["--dim", "8", "--max-len", "8", "--epochs", "2", "--pretrain-epochs", "1", "--quiet"]
+
+
+def run_cli(*args: str) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def sasrec_run(tiny_dataset_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "sasrec"
+    assert (
+        run_cli("train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out, *FAST) == 0
+    )
+    return out
+
+
+def test_train_writes_a_complete_run_directory(sasrec_run: Path) -> None:
+    metrics = json.loads((sasrec_run / "metrics.json").read_text())
+    for key in (
+        "model",
+        "dataset",
+        "seed",
+        "loss",
+        "best_epoch",
+        "valid",
+        "test",
+        "test_full",
+        "timing",
+    ):
+        assert key in metrics, key
+    assert set(metrics["test"]) == {"auc", "gauc", "hit@5", "hit@10", "ndcg@5", "ndcg@10", "mrr"}
+    assert {"hit@10", "ndcg@10", "mrr"} <= set(metrics["test_full"])
+    assert metrics["model"] == "sasrec" and metrics["seed"] == 0
+    for name in (
+        "config.json",
+        "weights.safetensors",
+        "items.parquet",
+        "train.log",
+        "test_ranks.parquet",
+    ):
+        assert (sasrec_run / name).exists(), name
+    assert "epoch 1/2" in (sasrec_run / "train.log").read_text()
+
+
+@pytest.mark.parametrize("protocol", ["sampled", "full"])
+def test_evaluate_reproduces_metrics_json(sasrec_run: Path, protocol: str, capsys) -> None:
+    capsys.readouterr()
+    assert run_cli("evaluate", sasrec_run, "--protocol", protocol) == 0
+    printed = json.loads(capsys.readouterr().out)
+    metrics = json.loads((sasrec_run / "metrics.json").read_text())
+    assert printed["test"] == metrics["test" if protocol == "sampled" else "test_full"]
+
+
+def test_same_seed_gives_identical_metrics(
+    sasrec_run: Path, tiny_dataset_dir: Path, tmp_path
+) -> None:
+    out = tmp_path / "again"
+    assert (
+        run_cli("train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out, *FAST) == 0
+    )
+    first = json.loads((sasrec_run / "metrics.json").read_text())
+    again = json.loads((out / "metrics.json").read_text())
+    assert (first["valid"], first["test"], first["test_full"]) == (
+        again["valid"],
+        again["test"],
+        again["test_full"],
+    )
+
+
+def test_mrif_pretrains_its_extractor_then_trains(tiny_dataset_dir: Path, tmp_path) -> None:
+    out = tmp_path / "mrif"
+    assert (
+        run_cli("train", "--data", tiny_dataset_dir, "--model", "mrif-attn", "--out", out, *FAST)
+        == 0
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pretrain"]["epochs_run"] == 1
+    assert (out / "pretrain" / "weights.safetensors").exists()
+
+
+def test_mrif_reuses_a_sasrec_run_as_its_extractor(
+    sasrec_run: Path, tiny_dataset_dir: Path, tmp_path
+) -> None:
+    out = tmp_path / "mrif"
+    args = ["train", "--data", tiny_dataset_dir, "--model", "mrif-avg", "--out", out, *FAST]
+    assert run_cli(*args, "--pretrained", sasrec_run) == 0
+    assert json.loads((out / "metrics.json").read_text())["pretrain"] is None
+
+
+def test_missing_pretrained_extractor_is_an_error(tiny_dataset_dir: Path, tmp_path, capsys) -> None:
+    args = ["train", "--data", tiny_dataset_dir, "--model", "mrif-max", "--out", tmp_path / "r"]
+    assert run_cli(*args, *FAST, "--pretrained", tmp_path / "nowhere") == 2
+    assert "pre-trained extractor not found" in capsys.readouterr().err
+
+
+def test_unknown_config_key_lists_valid_keys(tiny_dataset_dir: Path, tmp_path, capsys) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[model]\nwidth = 32\n")
+    args = ["train", "--data", tiny_dataset_dir, "--out", tmp_path / "r", "--config", config]
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert "unknown key(s) ['width']" in err and "valid keys: dim, n_heads" in err
+
+
+def test_bad_flag_value_names_the_parameter(tiny_dataset_dir: Path, tmp_path, capsys) -> None:
+    args = ["train", "--data", tiny_dataset_dir, "--out", tmp_path / "r", "--window", "4"]
+    assert run_cli(*args) == 2
+    assert "window must be odd and at most max_len=50; got 4" in capsys.readouterr().err
+
+
+def test_config_file_and_flags_combine(tiny_dataset_dir: Path, tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("[model]\ndim = 12\nmax_len = 8\n[train]\nepochs = 1\nlr = 0.01\n")
+    out = tmp_path / "r"
+    args = ["train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out]
+    assert run_cli(*args, "--config", config, "--lr", "0.002", "--quiet") == 0
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["model"]["dim"] == 12 and saved["train"]["lr"] == 0.002
+    assert saved["train"]["epochs"] == 1
+
+
+def test_finished_run_is_not_overwritten_silently(
+    sasrec_run: Path, tiny_dataset_dir: Path, capsys
+) -> None:
+    assert run_cli("train", "--data", tiny_dataset_dir, "--out", sasrec_run, *FAST) == 2
+    assert "already holds a finished run" in capsys.readouterr().err
+
+
+def test_prepare_command_writes_a_dataset(tmp_path, capsys) -> None:
+    source = tmp_path / "log.csv"
+    source.write_text("user,item,timestamp\nu1,a,3\nu1,b,1\nu1,c,2\nu2,a,5\n")
+    assert run_cli("data", "prepare", source, "--out", tmp_path / "ds", "--negatives", "1") == 0
+    assert "2 users, 3 items, 4 interactions, 1 evaluated users" in capsys.readouterr().out

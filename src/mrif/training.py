@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from mrif.batches import TrainingSequences
+from mrif import PAD_ID
+from mrif.batches import TrainingBatch, TrainingSequences
 from mrif.config import TrainConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.evaluation import score_sampled
@@ -83,31 +85,14 @@ def fit(
     started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
-        model.train()
-        loss_sum, loss_weight = 0.0, 0
         batches = examples.batches(config.batch_size, order_rng)
         bar = tqdm(
             batches, total=n_batches, desc=f"{stage} {epoch}", leave=False, disable=not progress
         )
-        for step, batch in enumerate(bar, start=1):
-            inputs = torch.from_numpy(batch.inputs).to(device)
-            positives = torch.from_numpy(batch.positives).to(device)
-            users = torch.from_numpy(batch.users).to(device)
-            negatives = sampler.sample(users, inputs.shape[1], negative_rng)
-
-            loss = model.loss(inputs, positives, negatives)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{stage}: loss became {loss.item()} at epoch {epoch}, step {step}; "
-                    "try a lower lr"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-
-            n_steps = int((inputs != 0).sum())
-            loss_sum += loss.item() * n_steps
-            loss_weight += n_steps
+        try:
+            mean_loss = train_epoch(model, bar, sampler, optimizer, negative_rng)
+        except FloatingPointError as error:
+            raise FloatingPointError(f"{stage}: epoch {epoch}, {error}") from None
 
         valid = score_sampled(
             model, dataset, "valid", batch_size=config.eval_batch_size, device=device
@@ -117,11 +102,11 @@ def fit(
             best_score, best.best_epoch, best.best_valid = score, epoch, valid
             best_state = _copy_state(model)
         epoch_seconds = time.perf_counter() - epoch_started
-        best.history.append({"epoch": epoch, "loss": loss_sum / max(loss_weight, 1), **valid})
+        best.history.append({"epoch": epoch, "loss": mean_loss, **valid})
         best.epochs_run = epoch
         logger.info(
             "%s epoch %d/%d loss %.4f valid %s %.4f hit@10 %.4f (best %.4f @ %d) %.1fs",
-            stage, epoch, epochs, loss_sum / max(loss_weight, 1), config.select_metric,
+            stage, epoch, epochs, mean_loss, config.select_metric,
             score, valid["hit@10"], best_score, best.best_epoch, epoch_seconds,
         )  # fmt: skip
         if epoch - best.best_epoch >= patience:
@@ -132,6 +117,39 @@ def fit(
     best.seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     return best
+
+
+def train_epoch(
+    model: SequentialRecommender,
+    batches: Iterable[TrainingBatch],
+    sampler: NegativeSampler,
+    optimizer: torch.optim.Optimizer,
+    generator: torch.Generator,
+) -> float:
+    """One pass over ``batches``; returns the loss averaged over training steps.
+
+    Raises:
+        FloatingPointError: the loss became NaN or infinite (names the step).
+    """
+    device = sampler.device
+    model.train()
+    loss_sum, n_steps = 0.0, 0
+    for step, batch in enumerate(batches, start=1):
+        inputs = torch.from_numpy(batch.inputs).to(device)
+        positives = torch.from_numpy(batch.positives).to(device)
+        negatives = sampler.sample(torch.from_numpy(batch.users), inputs.shape[1], generator)
+
+        loss = model.loss(inputs, positives, negatives)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss became {loss.item()}; try a lower lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        batch_steps = int((inputs != PAD_ID).sum())
+        loss_sum += loss.item() * batch_steps
+        n_steps += batch_steps
+    return loss_sum / max(n_steps, 1)
 
 
 def _copy_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -142,3 +142,25 @@ def test_prepare_command_writes_a_dataset(tmp_path, capsys) -> None:
     source.write_text("user,item,timestamp\nu1,a,3\nu1,b,1\nu1,c,2\nu2,a,5\n")
     assert run_cli("data", "prepare", source, "--out", tmp_path / "ds", "--negatives", "1") == 0
     assert "2 users, 3 items, 4 interactions, 1 evaluated users" in capsys.readouterr().out
+
+
+def test_pretraining_reproduces_a_sasrec_run_of_the_same_seed(
+    tiny_dataset_dir: Path, tmp_path
+) -> None:
+    """MRIF's inline pre-training is exactly a SASRec run, so a SASRec run can replace it."""
+    common = ["--data", tiny_dataset_dir, "--dim", "8", "--max-len", "8", "--seed", "3", "--quiet"]
+    sasrec, mrif = tmp_path / "sasrec", tmp_path / "mrif"
+    assert (
+        run_cli(
+            "train", "--model", "sasrec", "--out", sasrec, *common, "--epochs", "2", "--lr", "0.004"
+        )
+        == 0
+    )
+    mrif_args = ["--pretrain-epochs", "2", "--pretrain-lr", "0.004", "--epochs", "1"]
+    assert run_cli("train", "--model", "mrif-avg", "--out", mrif, *common, *mrif_args) == 0
+    sasrec_metrics = json.loads((sasrec / "metrics.json").read_text())
+    mrif_metrics = json.loads((mrif / "metrics.json").read_text())
+    assert mrif_metrics["pretrain"]["valid"] == sasrec_metrics["valid"]
+    assert (mrif / "pretrain" / "weights.safetensors").read_bytes() == (
+        sasrec / "weights.safetensors"
+    ).read_bytes()

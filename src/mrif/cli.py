@@ -29,6 +29,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--epochs": ("train", "epochs", int),
     "--patience": ("train", "patience", int),
     "--pretrain-epochs": ("train", "pretrain_epochs", int),
+    "--pretrain-lr": ("train", "pretrain_lr", float),
     "--seed": ("train", "seed", int),
     "--device": ("train", "device", str),
     "--threads": ("train", "threads", int),

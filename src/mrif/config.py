@@ -75,12 +75,14 @@ class TrainConfig:
     """Optimisation, early stopping and run settings.
 
     Args:
-        lr: Adam learning rate.
+        lr: Adam learning rate of the main stage (SASRec, or MRIF after pre-training).
         weight_decay: L2 penalty passed to Adam.
         batch_size: users per training batch.
         epochs: most epochs of the main stage.
         patience: epochs without a better validation metric before stopping.
-        pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective).
+        pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective); the
+            default stops early enough that pre-training plus MRIF fit in one SASRec budget.
+        pretrain_lr: Adam learning rate of the pre-training.
         pretrain_patience: patience of the pre-training stage.
         loss: training loss; ``bce`` with one sampled negative per positive (rule 23).
         select_metric: sampled validation metric used for model selection (rule 16).
@@ -91,13 +93,14 @@ class TrainConfig:
         threads: CPU threads for torch; 0 keeps torch's default.
     """
 
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    epochs: int = 200
-    patience: int = 20
-    pretrain_epochs: int = 200
-    pretrain_patience: int = 20
+    epochs: int = 100
+    patience: int = 10
+    pretrain_epochs: int = 60
+    pretrain_lr: float = 2e-3
+    pretrain_patience: int = 10
     loss: str = "bce"
     select_metric: str = "ndcg@10"
     eval_batch_size: int = 512
@@ -108,6 +111,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("lr", self.lr, 1e-12)
+        _check_range("pretrain_lr", self.pretrain_lr, 1e-12)
         _check_range("weight_decay", self.weight_decay, 0.0)
         for name in ("batch_size", "eval_batch_size", "item_chunk"):
             _check_range(name, getattr(self, name), 1)

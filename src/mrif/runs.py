@@ -167,11 +167,18 @@ def _fit_checked(
 def _pretrain_extractor(
     model: MRIF, dataset: PreparedDataset, config: RunConfig, out_dir: Path, progress: bool
 ) -> FitResult:
-    """Pre-train the extractor with the SASRec next-item objective, then hand it to MRIF."""
+    """Pre-train the extractor with the SASRec next-item objective, then hand it to MRIF.
+
+    Re-seeding first makes this stage exactly ``mrif train --model sasrec`` with the same seed
+    and ``epochs``, ``patience`` and ``lr`` set to the pre-training values, so a SASRec run can
+    stand in for it (``--pretrained``).
+    """
+    train = config.train
+    seed_everything(train.seed)
     extractor = SASRec(dataset.n_items, config.model)
     result = fit(
-        extractor, dataset, config.train, epochs=config.train.pretrain_epochs,
-        patience=config.train.pretrain_patience, stage="pretrain", progress=progress,
+        extractor, dataset, train, epochs=train.pretrain_epochs, patience=train.pretrain_patience,
+        lr=train.pretrain_lr, stage="pretrain", progress=progress,
     )  # fmt: skip
     (out_dir / "pretrain").mkdir(exist_ok=True)
     save_weights(extractor, out_dir / "pretrain" / WEIGHTS)

@@ -52,20 +52,24 @@ def fit(
     *,
     epochs: int | None = None,
     patience: int | None = None,
+    lr: float | None = None,
     stage: str = "train",
     progress: bool = False,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
-    Each epoch trains on every step of every training sequence, then scores the validation
-    target under the sampled protocol; the best ``config.select_metric`` is kept and training
-    stops after ``patience`` epochs without improvement (rule 16).
+    ``epochs``, ``patience`` and ``lr`` override the config's main-stage values (MRIF's
+    pre-training uses its own). Each epoch trains on every step of every training sequence,
+    then scores the validation target under the sampled protocol; the best
+    ``config.select_metric`` is kept and training stops after ``patience`` epochs without
+    improvement (rule 16).
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (names the epoch and step).
     """
     epochs = config.epochs if epochs is None else epochs
     patience = config.patience if patience is None else patience
+    lr = config.lr if lr is None else lr
     device = torch.device(config.device)
     model.to(device)
 
@@ -76,7 +80,7 @@ def fit(
     )
     order_rng = np.random.default_rng(config.seed)
     negative_rng = torch.Generator(device=device).manual_seed(config.seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
     n_batches = math.ceil(len(examples) / config.batch_size)
 
     best = FitResult(best_epoch=0, best_valid={}, epochs_run=0, seconds=0.0)

@@ -73,12 +73,12 @@ class MRIF(SequentialRecommender):
         scores = torch.zeros(item_seq.shape, dtype=target_emb.dtype, device=item_seq.device)
         for level in levels:
             # Keys at lag >= R use the untruncated variant; nearer keys use variant r = lag.
-            logits = torch.einsum("btd,bid->bti", target_emb, level[:, -1])  # (B, L, L)
+            logits = torch.bmm(target_emb, level[:, -1].transpose(1, 2))  # (B, L, L)
             for r in range(min(n_variants - 1, seq_len)):
                 near = (target_emb[:, r:] * level[:, r, : seq_len - r]).sum(-1)  # (B, L-r)
                 near = nn.functional.pad(near, (r, 0))  # (B, L), indexed by t
                 logits = torch.where(lag == r, near.unsqueeze(-1), logits)
-            scores = scores + _attend(logits, can_attend)
+            scores = scores + _attend(logits, can_attend, dim=2)
         return scores
 
     def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
@@ -90,25 +90,26 @@ class MRIF(SequentialRecommender):
         # The history ends at the last slot: step i sees variant min(L - 1 - i, R).
         steps = torch.arange(seq_len, device=item_seq.device)
         variant = (seq_len - 1 - steps).clamp(max=n_variants - 1)  # (L,)
-        can_attend = is_item[:, None, :]  # (B, 1, L)
 
         scores = None
         for level in levels:
             visible = level[:, variant, steps]  # (B, L, D)
             if candidates.dim() == 1:
-                logits = torch.einsum("cd,bid->bci", cand_emb, visible)  # (B, C, L)
+                # One (B*L, D) x (D, C) product, reduced over L in place: never expands the
+                # candidates per user, never transposes the large score block.
+                logits = visible @ cand_emb.T  # (B, L, C)
+                level_scores = _attend(logits, is_item[:, :, None], dim=1)
             else:
-                logits = torch.einsum("bcd,bid->bci", cand_emb, visible)  # (B, C, L)
-            level_scores = _attend(logits, can_attend)
+                logits = torch.bmm(cand_emb, visible.transpose(1, 2))  # (B, C, L)
+                level_scores = _attend(logits, is_item[:, None, :], dim=2)
             scores = level_scores if scores is None else scores + level_scores
         assert scores is not None
         return scores
 
 
-def _attend(logits: torch.Tensor, can_attend: torch.Tensor) -> torch.Tensor:
-    """``sum_i softmax(logits)_i * logits_i`` over allowed keys: the fused score of one level.
-
-    logits: (B, Q, L); can_attend: broadcastable bool. Returns (B, Q).
+def _attend(logits: torch.Tensor, can_attend: torch.Tensor, dim: int) -> torch.Tensor:
+    """``sum_i softmax(logits)_i * logits_i`` over the allowed keys along ``dim``: the fused
+    score of one level. ``can_attend`` broadcasts against ``logits``; the result drops ``dim``.
     """
-    weights = torch.softmax(logits.masked_fill(~can_attend, MASK_FILL), dim=-1)
-    return (weights * logits).sum(-1)
+    weights = torch.softmax(logits.masked_fill(~can_attend, MASK_FILL), dim=dim)
+    return (weights * logits).sum(dim)

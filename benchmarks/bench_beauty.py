@@ -53,7 +53,7 @@ def bench_model(name: str, dataset: PreparedDataset, epochs: int, device: str) -
     sampler = NegativeSampler(
         [dataset.history(u) for u in range(dataset.n_users)], dataset.n_items, device
     )
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr or model.default_lr)
     generator = torch.Generator(device=device).manual_seed(0)
     rng = np.random.default_rng(0)
 

@@ -75,7 +75,8 @@ class TrainConfig:
     """Optimisation, early stopping and run settings.
 
     Args:
-        lr: Adam learning rate of the main stage (SASRec, or MRIF after pre-training).
+        lr: Adam learning rate of the main stage; None uses the model's ``default_lr`` (SASRec
+            2e-3; MRIF 1e-3, since it starts from a pre-trained extractor).
         weight_decay: L2 penalty passed to Adam.
         batch_size: users per training batch.
         epochs: most epochs of the main stage.
@@ -93,7 +94,7 @@ class TrainConfig:
         threads: CPU threads for torch; 0 keeps torch's default.
     """
 
-    lr: float = 2e-3
+    lr: float | None = None
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 100
@@ -110,7 +111,8 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        _check_range("lr", self.lr, 1e-12)
+        if self.lr is not None:
+            _check_range("lr", self.lr, 1e-12)
         _check_range("pretrain_lr", self.pretrain_lr, 1e-12)
         _check_range("weight_decay", self.weight_decay, 0.0)
         for name in ("batch_size", "eval_batch_size", "item_chunk"):
@@ -166,7 +168,8 @@ def _build(kind: type, values: dict[str, Any], source: str) -> Any:
             f"{source}: unknown key(s) {sorted(unknown)}; valid keys: {', '.join(valid)}"
         )
     for key, value in values.items():
-        expected = type(getattr(kind(), key))
+        default = getattr(kind(), key)
+        expected = float if default is None else type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             continue
         if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):

@@ -118,6 +118,7 @@ def _train_run(
         "dataset": _dataset_record(data, dataset),
         "seed": train.seed,
         "loss": f"{train.loss} (one sampled negative per step)",
+        "lr": train.lr or model.default_lr,
         "best_epoch": fitted.best_epoch,
         "epochs_run": fitted.epochs_run,
         "valid": fitted.best_valid,

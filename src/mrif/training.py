@@ -69,7 +69,7 @@ def fit(
     """
     epochs = config.epochs if epochs is None else epochs
     patience = config.patience if patience is None else patience
-    lr = config.lr if lr is None else lr
+    lr = lr or config.lr or model.default_lr
     device = torch.device(config.device)
     model.to(device)
 

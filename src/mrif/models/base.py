@@ -19,7 +19,8 @@ class SequentialRecommender(nn.Module):
     """
 
     name: str = "base"
-    needs_pretraining: bool = False
+    default_lr: float = 1e-3
+    """Adam learning rate used when the config leaves ``lr`` unset."""
 
     def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Score ``targets[b, t]`` as the item after ``item_seq[b, :t + 1]``.

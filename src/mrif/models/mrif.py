@@ -35,7 +35,7 @@ class MRIF(SequentialRecommender):
         start. The paper leaves the fusion logits unscaled and so do we.
     """
 
-    needs_pretraining = True
+    default_lr = 1e-3
 
     def __init__(self, n_items: int, config: ModelConfig, aggregator: str) -> None:
         super().__init__()

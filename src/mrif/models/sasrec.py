@@ -25,6 +25,7 @@ class SASRec(SequentialRecommender):
     """
 
     name = "sasrec"
+    default_lr = 2e-3
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()

@@ -169,6 +169,8 @@ def _build(kind: type, values: dict[str, Any], source: str) -> Any:
         )
     for key, value in values.items():
         default = getattr(kind(), key)
+        if default is None and value is None:
+            continue
         expected = float if default is None else type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             continue

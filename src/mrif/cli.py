@@ -150,8 +150,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _configure_logging(quiet: bool) -> None:
+    """Send the package's log lines to the current stderr, replacing an earlier handler (the
+    CLI may be called several times in one process, as in tests)."""
+    for handler in [h for h in logger.handlers if getattr(h, "mrif_cli", False)]:
+        logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.mrif_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 

@@ -186,3 +186,15 @@ def test_padding_embedding_stays_zero_after_training(model: torch.nn.Module) -> 
         model.loss(seq, positives, positives.flip(1)).backward()
         optimizer.step()
     assert model.encoder.item_embedding.weight[0].abs().sum() == 0
+
+
+def test_several_targets_per_step_match_one_at_a_time(model: torch.nn.Module) -> None:
+    """The loss scores positives and negatives in one pass; each must equal its own call."""
+    gen = torch.Generator().manual_seed(10)
+    seq = random_history(3, 7, gen)
+    targets = torch.randint(1, N_ITEMS + 1, (3, 7, 4), generator=gen)
+    together = model.step_scores(seq, targets)
+    assert together.shape == (3, 7, 4)
+    for k in range(4):
+        alone = model.step_scores(seq, targets[..., k])
+        torch.testing.assert_close(together[..., k], alone, atol=1e-5, rtol=1e-5)

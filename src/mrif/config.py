@@ -81,8 +81,9 @@ class TrainConfig:
         batch_size: users per training batch.
         epochs: most epochs of the main stage.
         patience: epochs without a better validation metric before stopping.
-        pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective); the
-            default stops early enough that pre-training plus MRIF fit in one SASRec budget.
+        pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective). With
+            the pre-training defaults equal to SASRec's, the pre-training is exactly the default
+            SASRec run of the same seed.
         pretrain_lr: Adam learning rate of the pre-training.
         pretrain_patience: patience of the pre-training stage.
         loss: training loss; ``bce`` with one sampled negative per positive (rule 23).
@@ -99,7 +100,7 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 100
     patience: int = 10
-    pretrain_epochs: int = 60
+    pretrain_epochs: int = 100
     pretrain_lr: float = 2e-3
     pretrain_patience: int = 10
     loss: str = "bce"

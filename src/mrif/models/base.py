@@ -27,10 +27,11 @@ class SequentialRecommender(nn.Module):
 
         Args:
             item_seq: (B, L) left-padded history.
-            targets: (B, L) one target per step.
+            targets: (B, L) one target per step, or (B, L, T) several; the history is encoded
+                once for all of them.
 
         Returns:
-            (B, L) scores; values at padding steps are meaningless.
+            Scores shaped like ``targets``; values at padding steps are meaningless.
         """
         raise NotImplementedError
 
@@ -60,8 +61,7 @@ class SequentialRecommender(nn.Module):
             negatives: (B, L) one sampled negative per step.
         """
         is_example = item_seq != PAD_ID  # (B, L)
-        pos_scores = self.step_scores(item_seq, positives)
-        neg_scores = self.step_scores(item_seq, negatives)
-        per_step = -F.logsigmoid(pos_scores) - F.logsigmoid(-neg_scores)  # (B, L)
+        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1))
+        per_step = -F.logsigmoid(scores[..., 0]) - F.logsigmoid(-scores[..., 1])  # (B, L)
         n_examples = is_example.sum().clamp(min=1)
         return (per_step * is_example).sum() / n_examples

@@ -61,25 +61,31 @@ class MRIF(SequentialRecommender):
         return self.aggregation(interests, is_item), is_item
 
     def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        seq_len = item_seq.shape[1]
+        one_target = targets.dim() == 2
+        if one_target:
+            targets = targets.unsqueeze(-1)
+        batch, seq_len, n_targets = targets.shape
         levels, is_item = self._levels(item_seq)
         n_variants = self.aggregation.n_variants
-        target_emb = self.encoder.item_embedding(targets)  # (B, L, D), one target per step t
+        target_emb = self.encoder.item_embedding(targets)  # (B, L, T, D): targets of step t
 
         steps = torch.arange(seq_len, device=item_seq.device)
         lag = steps[:, None] - steps[None, :]  # (L, L): t - i
-        can_attend = (lag >= 0) & is_item[:, None, :]  # (B, L, L), query t, key i
+        can_attend = ((lag >= 0) & is_item[:, None, :]).unsqueeze(2)  # (B, L, 1, L)
+        flat_targets = target_emb.reshape(batch, seq_len * n_targets, -1)  # (B, L*T, D)
 
-        scores = torch.zeros(item_seq.shape, dtype=target_emb.dtype, device=item_seq.device)
+        scores = torch.zeros(targets.shape, dtype=target_emb.dtype, device=item_seq.device)
         for level in levels:
             # Keys at lag >= R use the untruncated variant; nearer keys use variant r = lag.
-            logits = torch.bmm(target_emb, level[:, -1].transpose(1, 2))  # (B, L, L)
+            logits = torch.bmm(flat_targets, level[:, -1].transpose(1, 2))  # (B, L*T, L)
+            logits = logits.view(batch, seq_len, n_targets, seq_len)  # (B, L, T, L)
             for r in range(min(n_variants - 1, seq_len)):
-                near = (target_emb[:, r:] * level[:, r, : seq_len - r]).sum(-1)  # (B, L-r)
-                near = nn.functional.pad(near, (r, 0))  # (B, L), indexed by t
-                logits = torch.where(lag == r, near.unsqueeze(-1), logits)
-            scores = scores + _attend(logits, can_attend, dim=2)
-        return scores
+                keys = level[:, r, : seq_len - r].unsqueeze(2)  # (B, L-r, 1, D)
+                near = (target_emb[:, r:] * keys).sum(-1)  # (B, L-r, T), key i = t - r
+                near = nn.functional.pad(near, (0, 0, r, 0))  # (B, L, T), indexed by t
+                logits = torch.where((lag == r)[:, None, :], near.unsqueeze(-1), logits)
+            scores = scores + _attend(logits, can_attend, dim=3)  # (B, L, T)
+        return scores.squeeze(-1) if one_target else scores
 
     def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         seq_len = item_seq.shape[1]

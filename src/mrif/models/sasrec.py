@@ -37,8 +37,10 @@ class SASRec(SequentialRecommender):
 
     def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         states = self.encoder(item_seq)  # (B, L, D)
-        target_emb = self.encoder.item_embedding(targets)  # (B, L, D)
-        return (states * target_emb).sum(-1)  # (B, L)
+        target_emb = self.encoder.item_embedding(targets)  # (B, L, D) or (B, L, T, D)
+        if targets.dim() == 3:
+            states = states.unsqueeze(2)  # (B, L, 1, D)
+        return (states * target_emb).sum(-1)  # (B, L) or (B, L, T)
 
     def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         user_state = self.encoder(item_seq)[:, -1]  # (B, D): the newest item's slot

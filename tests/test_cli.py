@@ -167,3 +167,18 @@ def test_pretraining_reproduces_a_sasrec_run_of_the_same_seed(
     alone = load_file(sasrec / "weights.safetensors")
     assert pretrained.keys() == alone.keys()
     assert all(torch.equal(pretrained[k], alone[k]) for k in alone)
+
+
+def test_mrif_from_a_sasrec_run_equals_mrif_pretrained_inline(
+    tiny_dataset_dir: Path, tmp_path
+) -> None:
+    common = ["--data", tiny_dataset_dir, "--dim", "8", "--max-len", "8", "--seed", "5", "--quiet"]
+    sasrec, inline, reused = tmp_path / "sasrec", tmp_path / "inline", tmp_path / "reused"
+    assert run_cli("train", "--model", "sasrec", "--out", sasrec, *common, "--epochs", "2") == 0
+    mrif = ["--model", "mrif-attn", "--epochs", "2", "--pretrain-epochs", "2", *common]
+    assert run_cli("train", "--out", inline, *mrif) == 0
+    assert run_cli("train", "--out", reused, *mrif, "--pretrained", sasrec) == 0
+    inline_metrics = json.loads((inline / "metrics.json").read_text())
+    reused_metrics = json.loads((reused / "metrics.json").read_text())
+    for key in ("valid", "test", "test_full"):
+        assert inline_metrics[key] == reused_metrics[key]

@@ -96,6 +96,9 @@ def _train_run(
             model.load_pretrained_extractor(load_extractor(Path(pretrained)))
         else:
             pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress)
+        # Re-seed so that the MRIF stage draws the same dropout masks whether its extractor
+        # was pre-trained here or loaded from a SASRec run: both give identical runs.
+        seed_everything(train.seed)
     fitted = _fit_checked(model, dataset, train, progress)
     save_weights(model, out_dir / WEIGHTS)
 

@@ -31,6 +31,8 @@ class NegativeSampler:
         self.n_items = n_items
         self.device = torch.device(device)
         self._histories = histories
+        # TODO(#4): a (n_users, longest history) table is fine for Amazon 5-cores; logs with
+        # very long histories need a CSR layout here.
         longest = max((len(h) for h in histories), default=1)
         sentinel = n_items + 1  # sorts after every real item, never equal to a draw
         padded = np.full((len(histories), max(longest, 1)), sentinel, dtype=np.int64)

@@ -9,6 +9,7 @@ from mrif.models.base import SequentialRecommender
 from mrif.models.mrif import MRIF
 from mrif.models.sasrec import SASRec
 
+# TODO(#3): the paper's other baselines (POP, BPR, NCF, DIN, GRU4Rec, LSTM4Rec, Caser).
 MODEL_BUILDERS: dict[str, Callable[[int, ModelConfig], SequentialRecommender]] = {
     "sasrec": SASRec,
     "mrif-avg": lambda n_items, config: MRIF(n_items, config, "mean"),

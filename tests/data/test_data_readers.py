@@ -176,3 +176,10 @@ def test_bad_rating_and_bad_parquet(tmp_path):
     path = write(tmp_path / "a.parquet", "not parquet")
     with pytest.raises(DataFormatError, match=r"a\.parquet: not a readable parquet file"):
         read_interactions(path)
+
+
+def test_day_month_dates_are_refused_not_guessed(tmp_path):
+    """'01/02/2020' could be 1 February or 2 January; only ISO-8601 is read."""
+    path = write(tmp_path / "slash.csv", "user,item,timestamp\nu1,a,01/02/2020\nu1,b,03/01/2020\n")
+    with pytest.raises(DataFormatError, match=r"line 2: unparsable timestamp \(not ISO-8601\)"):
+        read_interactions(path)

@@ -182,3 +182,77 @@ def test_mrif_from_a_sasrec_run_equals_mrif_pretrained_inline(
     reused_metrics = json.loads((reused / "metrics.json").read_text())
     for key in ("valid", "test", "test_full"):
         assert inline_metrics[key] == reused_metrics[key]
+
+
+def test_failed_overwrite_keeps_the_finished_run(
+    sasrec_run: Path, tiny_dataset_dir: Path, tmp_path, capsys
+) -> None:
+    before = {p.name: p.read_bytes() for p in sasrec_run.iterdir() if p.is_file()}
+    args = ["train", "--data", tiny_dataset_dir, "--model", "mrif-attn", "--out", sasrec_run]
+    assert run_cli(*args, *FAST, "--overwrite", "--pretrained", tmp_path / "nowhere") == 2
+    after = {p.name: p.read_bytes() for p in sasrec_run.iterdir() if p.is_file()}
+    assert before == after
+    assert not [p for p in sasrec_run.parent.iterdir() if p.name.startswith(f".{sasrec_run.name}")]
+
+
+def test_failed_run_leaves_no_directory(tmp_path) -> None:
+    source = tmp_path / "short.csv"
+    source.write_text("user,item,timestamp\nu1,a,1\nu1,b,2\nu2,a,3\n")
+    out = tmp_path / "run"
+    assert run_cli("train", "--data", source, "--model", "sasrec", "--out", out, *FAST) == 2
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["short.csv"]
+
+
+def test_quiet_silences_the_terminal_but_not_the_log(
+    tiny_dataset_dir: Path, tmp_path, capsys
+) -> None:
+    out = tmp_path / "run"
+    assert (
+        run_cli("train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out, *FAST) == 0
+    )
+    assert "epoch" not in capsys.readouterr().err
+    assert "sasrec epoch 1/2" in (out / "train.log").read_text()
+
+
+def test_pretrained_is_checked_against_the_run(
+    sasrec_run: Path, tiny_dataset_dir: Path, tmp_path, capsys
+) -> None:
+    base = [
+        "train",
+        "--data",
+        tiny_dataset_dir,
+        "--out",
+        tmp_path / "r",
+        "--pretrained",
+        sasrec_run,
+    ]
+    assert run_cli(*base, "--model", "sasrec", *FAST) == 2
+    assert "--pretrained applies to MRIF models only" in capsys.readouterr().err
+    assert run_cli(*base, "--model", "mrif-attn", *FAST, "--dim", "16") == 2
+    assert "has dim=8; this run needs dim=16" in capsys.readouterr().err
+
+
+def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys) -> None:
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "metrics.json"):
+        (broken / name).write_bytes((sasrec_run / name).read_bytes())
+    (broken / "weights.safetensors").write_bytes(b"\x00" * 16)
+    assert run_cli("evaluate", broken) == 2
+    assert "not a readable safetensors weights file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lr", "nan", "lr must be >= 1e-12; got nan"),
+        ("--seed", "-1", "seed must be in [0, 4294967295]; got -1"),
+    ],
+)
+def test_non_finite_or_negative_values_fail_up_front(
+    tiny_dataset_dir, tmp_path, capsys, flag, value, message
+) -> None:
+    assert run_cli("train", "--data", tiny_dataset_dir, "--out", tmp_path / "r", flag, value) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

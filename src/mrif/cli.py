@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -66,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default="mrif-attn", choices=MODEL_NAMES)
     train.add_argument("--out", required=True, type=Path, help="run directory to write")
     train.add_argument("--config", type=Path, help="TOML file with [model] and [train]")
-    train.add_argument("--data-seed", type=int, default=0, help="evaluation-negative seed")
+    train.add_argument(
+        "--data-seed", type=int, help="evaluation-negative seed of the prepared data (default 0)"
+    )
     train.add_argument("--pretrained", type=Path, help="SASRec run whose encoder initialises MRIF")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run")
     train.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
@@ -76,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score a run's saved weights again")
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--protocol", choices=("sampled", "full"), default="sampled")
+    evaluate.add_argument("--device", choices=("cpu", "cuda"), help="score on this device")
     return parser
 
 
@@ -144,7 +148,7 @@ def _train(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from mrif.runs import evaluate_run
 
-    metrics = evaluate_run(args.run_dir, args.protocol)
+    metrics = evaluate_run(args.run_dir, args.protocol, args.device)
     print(json.dumps({"protocol": args.protocol, "test": metrics}, indent=2))
     return 0
 
@@ -156,9 +160,16 @@ def _configure_logging(quiet: bool) -> None:
         logger.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.mrif_cli = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.INFO)  # the run's train.log always gets the epoch lines
+    # Data warnings are for the user, not the developer: the message, without source lines.
+    warnings.formatwarning = _format_warning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+    return f"warning: {message}\n"
 
 
 __all__ = ["build_parser", "main"]

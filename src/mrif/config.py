@@ -8,6 +8,7 @@ config is built, and the resolved config is written beside every result.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -23,7 +24,7 @@ class ConfigError(ValueError):
 
 
 def _check_range(name: str, value: float, low: float, high: float | None = None) -> None:
-    if value < low or (high is not None and value > high):
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
         allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise ConfigError(f"{name} must be {allowed}; got {value!r}")
 
@@ -118,10 +119,11 @@ class TrainConfig:
         _check_range("weight_decay", self.weight_decay, 0.0)
         for name in ("batch_size", "eval_batch_size", "item_chunk"):
             _check_range(name, getattr(self, name), 1)
-        for name in ("epochs", "pretrain_epochs", "threads"):
+        for name in ("epochs", "threads"):
             _check_range(name, getattr(self, name), 0)
-        for name in ("patience", "pretrain_patience"):
+        for name in ("patience", "pretrain_patience", "pretrain_epochs"):
             _check_range(name, getattr(self, name), 1)
+        _check_range("seed", self.seed, 0, 2**32 - 1)
         _check_choice("loss", self.loss, LOSSES)
         _check_choice("select_metric", self.select_metric, SELECTION_METRICS)
         _check_choice("device", self.device, DEVICES)
@@ -179,7 +181,10 @@ def _build(kind: type, values: dict[str, Any], source: str) -> Any:
             raise ConfigError(
                 f"{source}: {key} must be {expected.__name__}; got {type(value).__name__} {value!r}"
             )
-    return kind(**values)
+    try:
+        return kind(**values)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
 
 
 def load_config(path: Path | str | None) -> RunConfig:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import platform
 import shutil
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
@@ -48,23 +52,56 @@ def train_run(
     out_dir: Path | str,
     config: RunConfig,
     *,
-    data_seed: int = 0,
+    data_seed: int | None = None,
     pretrained: Path | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``data`` (a registered name, prepared directory or raw file),
-    select on validation, test once, and write the run directory. Returns ``metrics.json``."""
+    select on validation, test once, and write the run directory. Returns ``metrics.json``.
+
+    The run is built in a hidden directory beside ``out_dir`` and renamed into place only when
+    it is complete: a failed run leaves nothing behind, and ``overwrite`` replaces a finished
+    run as a whole or not at all.
+    """
     out_dir = Path(out_dir)
-    if (out_dir / "metrics.json").exists() and not overwrite:
-        raise RunError(f"{out_dir} already holds a finished run; choose another --out")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    log_handler = _attach_log(out_dir / "train.log")
+    _check_out_dir(out_dir, overwrite)
+    _check_device(config.train.device)
+    if pretrained is not None and not model_name.startswith("mrif"):
+        raise RunError(f"--pretrained applies to MRIF models only; got --model {model_name}")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    log_handler = _attach_log(work_dir / "train.log")
     try:
-        return _train_run(data, model_name, out_dir, config, data_seed, pretrained, progress)
+        metrics = _train_run(data, model_name, work_dir, config, data_seed, pretrained, progress)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
     finally:
         logging.getLogger("mrif").removeHandler(log_handler)
         log_handler.close()
+    _replace_dir(work_dir, out_dir)
+    return metrics
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunError(f"--out {out_dir} exists and is not a directory")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        finished = (out_dir / "metrics.json").exists()
+        what = "already holds a finished run" if finished else "exists and is not empty"
+        raise RunError(f"--out {out_dir} {what}; choose another --out or pass --overwrite")
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``, replacing what was there only once ``new`` is complete."""
+    old = None
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        target.rename(old)
+    new.rename(target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _train_run(
@@ -72,18 +109,21 @@ def _train_run(
     model_name: str,
     out_dir: Path,
     config: RunConfig,
-    data_seed: int,
+    data_seed: int | None,
     pretrained: Path | str | None,
     progress: bool,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     train = config.train
-    _check_device(train.device)
     if train.threads:
         torch.set_num_threads(train.threads)
-    dataset_dir = resolve_dataset(data, seed=data_seed)
+    dataset_dir = resolve_dataset(data, seed=0 if data_seed is None else data_seed)
     dataset = PreparedDataset.load(dataset_dir)
-    _write_json(out_dir / "config.json", _run_record(model_name, data, dataset, config))
+    _check_data_seed(dataset, data_seed)
+    _check_trainable(dataset)
+    record = _run_record(model_name, data, dataset, config)
+    record["pretrained"] = None if pretrained is None else str(Path(pretrained).resolve())
+    _write_json(out_dir / "config.json", record)
     shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
 
     seed_everything(train.seed)
@@ -93,6 +133,7 @@ def _train_run(
     pretrain: FitResult | None = None
     if isinstance(model, MRIF):
         if pretrained is not None:
+            _check_pretrained_run(Path(pretrained), dataset, config)
             model.load_pretrained_extractor(load_extractor(Path(pretrained)))
         else:
             pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress)
@@ -133,6 +174,7 @@ def _train_run(
             "n_train_only_users": int(dataset.meta.get("n_train_only_users", 0)),
             "n_short_negative_users": int(dataset.meta.get("n_short_negative_users", 0)),
         },
+        "pretrained_from": record["pretrained"],
         "pretrain": None
         if pretrain is None
         else {
@@ -198,12 +240,90 @@ def load_extractor(path: Path) -> dict[str, torch.Tensor]:
             f"pre-trained extractor not found: {weights} (expected a SASRec run directory or "
             f"its {WEIGHTS})"
         )
-    state = load_file(weights)
+    state = _load_weights(weights)
     prefix = "encoder."
     encoder = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not encoder:
         raise PretrainingMissingError(f"{weights} holds no encoder weights")
     return encoder
+
+
+def _load_weights(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(path)
+    except Exception as error:  # safetensors raises its own error types
+        raise RunError(f"{path}: not a readable safetensors weights file ({error})") from None
+
+
+def _check_pretrained_run(path: Path, dataset: PreparedDataset, config: RunConfig) -> None:
+    """A SASRec run used as MRIF's extractor must match the dataset and the encoder shape."""
+    record_path = path / "config.json"
+    if not path.is_dir() or not record_path.exists():
+        return  # a bare weights file: only its tensor shapes can be checked, at load time
+    record = _read_record(record_path)
+    if record.get("model") != "sasrec":
+        raise RunError(f"--pretrained {path} is a {record.get('model')} run; give a SASRec run")
+    theirs = record.get("dataset", {}).get("path")
+    if theirs != str(Path(dataset.path).resolve()):
+        raise RunError(f"--pretrained {path} was trained on {theirs}, not on {dataset.path}")
+    ours, their_model = config.model, record.get("config", {}).get("model", {})
+    for key in ("dim", "n_heads", "n_layers", "max_len"):
+        if their_model.get(key) != getattr(ours, key):
+            raise RunError(
+                f"--pretrained {path} has {key}={their_model.get(key)}; this run needs "
+                f"{key}={getattr(ours, key)}"
+            )
+    their_seed = record.get("config", {}).get("train", {}).get("seed")
+    if their_seed != config.train.seed:
+        warnings.warn(
+            f"--pretrained {path} used seed {their_seed}, this run uses seed "
+            f"{config.train.seed}; the run will not match one pre-trained inline",
+            stacklevel=2,
+        )
+
+
+def _check_data_seed(dataset: PreparedDataset, data_seed: int | None) -> None:
+    theirs = dataset.meta.get("sampling_seed")
+    if data_seed is not None and theirs != data_seed:
+        raise RunError(
+            f"{dataset.path} was prepared with sampling seed {theirs}; --data-seed {data_seed} "
+            "needs a dataset prepared with that seed (mrif data prepare --seed)"
+        )
+
+
+def _check_trainable(dataset: PreparedDataset) -> None:
+    """Fail before training on data that cannot give a meaningful run."""
+    if len(dataset.eval_users) == 0:
+        raise RunError(
+            f"{dataset.path}: no user has the 3 interactions leave-one-out needs; nothing to "
+            "validate or test"
+        )
+    if not (dataset.train_lengths >= 2).any():
+        raise RunError(
+            f"{dataset.path}: no user has 2 training items (after holding out validation and "
+            "test), so there is no next-item example to train on"
+        )
+    if not (dataset.n_negatives > 0).any():
+        raise RunError(f"{dataset.path}: no evaluated user has an evaluation negative")
+    full = [
+        u for u in range(dataset.n_users) if len(np.unique(dataset.history(u))) >= dataset.n_items
+    ]
+    if full:
+        raise RunError(
+            f"{dataset.path}: user {dataset.raw_users[full[0]]!r} (and {len(full) - 1} more) "
+            "interacted with every item, so no training negative can be drawn; drop such users"
+        )
+
+
+def _read_record(path: Path) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"{path}: cannot read run record ({error})") from None
+    for key in ("model", "dataset", "config"):
+        if key not in record:
+            raise RunError(f"{path}: run record lacks '{key}'")
+    return record
 
 
 def save_weights(model: SequentialRecommender, path: Path) -> None:
@@ -217,27 +337,30 @@ def save_weights(model: SequentialRecommender, path: Path) -> None:
 def load_run(
     run_dir: Path | str, device: str | None = None
 ) -> tuple[SequentialRecommender, PreparedDataset, RunConfig, dict[str, Any]]:
-    """Rebuild a trained model and its dataset from a run directory."""
+    """Rebuild a trained model and its dataset from a run directory (on ``device`` if given)."""
     run_dir = Path(run_dir)
     record_path = run_dir / "config.json"
-    if not record_path.exists() or not (run_dir / WEIGHTS).exists():
-        raise RunError(f"{run_dir} is not a finished run (needs config.json and {WEIGHTS})")
-    record = json.loads(record_path.read_text())
+    if not (run_dir / "metrics.json").exists() or not (run_dir / WEIGHTS).exists():
+        raise RunError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS})")
+    record = _read_record(record_path)
     config = RunConfig.from_dict(record["config"], source=str(record_path))
     if device is not None:
         config = config.with_overrides({}, {"device": device})
+    _check_device(config.train.device)
     dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
     model = build_model(record["model"], dataset.n_items, config.model)
-    model.load_state_dict(load_file(run_dir / WEIGHTS))
+    model.load_state_dict(_load_weights(run_dir / WEIGHTS))
     model.to(config.train.device)
     return model, dataset, config, record
 
 
-def evaluate_run(run_dir: Path | str, protocol: str = "sampled") -> dict[str, float]:
+def evaluate_run(
+    run_dir: Path | str, protocol: str = "sampled", device: str | None = None
+) -> dict[str, float]:
     """Score the saved weights on the test target again; equals ``metrics.json``."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}; got {protocol!r}")
-    model, dataset, config, _ = load_run(run_dir)
+    model, dataset, config, _ = load_run(run_dir, device)
     train = config.train
     if protocol == "sampled":
         return score_sampled(
@@ -252,7 +375,7 @@ def evaluate_run(run_dir: Path | str, protocol: str = "sampled") -> dict[str, fl
 
 def _check_device(device: str) -> None:
     if device == "cuda" and not torch.cuda.is_available():
-        raise RunError("device is 'cuda' but torch sees no CUDA device; use --device cpu")
+        raise RunError("device is 'cuda' but torch sees no CUDA device; pass --device cpu")
 
 
 def _run_record(

@@ -16,7 +16,7 @@ import torch
 from mrif import PAD_ID
 from mrif.batches import left_pad, trim_padding
 from mrif.data.dataset import PreparedDataset
-from mrif.metrics import SampledResult, full_metrics_from_ranks, sampled_metrics
+from mrif.metrics import SampledResult, sampled_metrics
 from mrif.models.base import SequentialRecommender
 
 SPLITS = ("valid", "test")
@@ -120,19 +120,3 @@ def _excluded_in_chunk(
         outside = (column < 0) | (column >= width) | (ids == PAD_ID)
         excluded.scatter_(1, torch.where(outside, width, column), True)
     return excluded[:, :width]
-
-
-def score_full(
-    model: SequentialRecommender,
-    dataset: PreparedDataset,
-    split: str,
-    *,
-    batch_size: int = 256,
-    item_chunk: int = 4096,
-    device: str | torch.device = "cpu",
-) -> tuple[dict[str, float], np.ndarray]:
-    """Full-ranking metrics (rule 10) and the per-user ranks behind them."""
-    ranks = full_ranks(
-        model, dataset, split, batch_size=batch_size, item_chunk=item_chunk, device=device
-    )
-    return full_metrics_from_ranks(ranks), ranks

@@ -29,7 +29,8 @@ from mrif import __version__
 from mrif.config import RunConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.data.registry import resolve_dataset
-from mrif.evaluation import score_full, score_sampled
+from mrif.evaluation import full_ranks, score_sampled
+from mrif.metrics import full_metrics_from_ranks
 from mrif.models import build_model
 from mrif.models.base import SequentialRecommender
 from mrif.models.mrif import MRIF, PretrainingMissingError
@@ -148,13 +149,14 @@ def _train_run(
         model, dataset, "test", batch_size=train.eval_batch_size, device=train.device
     )
     sampled_seconds = time.perf_counter() - test_started
-    test_full, full_ranks = score_full(
+    test_ranks_full = full_ranks(
         model, dataset, "test", batch_size=train.eval_batch_size // 2,
         item_chunk=train.item_chunk, device=train.device,
     )  # fmt: skip
+    test_full = full_metrics_from_ranks(test_ranks_full)
     full_seconds = time.perf_counter() - test_started - sampled_seconds
     pl.DataFrame(
-        {"user_id": dataset.eval_users, "rank_sampled": test.ranks, "rank_full": full_ranks}
+        {"user_id": dataset.eval_users, "rank_sampled": test.ranks, "rank_full": test_ranks_full}
     ).write_parquet(out_dir / "test_ranks.parquet")
 
     metrics = {
@@ -366,11 +368,11 @@ def evaluate_run(
         return score_sampled(
             model, dataset, "test", batch_size=train.eval_batch_size, device=train.device
         ).metrics
-    metrics, _ = score_full(
+    ranks = full_ranks(
         model, dataset, "test", batch_size=train.eval_batch_size // 2,
         item_chunk=train.item_chunk, device=train.device,
     )  # fmt: skip
-    return metrics
+    return full_metrics_from_ranks(ranks)
 
 
 def _check_device(device: str) -> None:

@@ -349,6 +349,8 @@ def load_run(
     if device is not None:
         config = config.with_overrides({}, {"device": device})
     _check_device(config.train.device)
+    if config.train.threads:  # the same thread count gives the same float reductions
+        torch.set_num_threads(config.train.threads)
     dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
     model = build_model(record["model"], dataset.n_items, config.model)
     model.load_state_dict(_load_weights(run_dir / WEIGHTS))

@@ -70,7 +70,7 @@ class TrainingSequences:
         """One epoch of shuffled batches, each holding users of similar length."""
         order = rng.permutation(len(self.users))
         lengths = (self.windows != PAD_ID).sum(axis=1)
-        groups = []
+        groups: list[np.ndarray] = []
         bucket = batch_size * BUCKET_BATCHES
         for start in range(0, len(order), bucket):
             chunk = order[start : start + bucket]

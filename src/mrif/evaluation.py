@@ -70,9 +70,9 @@ def score_sampled(
     for rows in _length_batches(inputs.histories, batch_size):
         history = torch.from_numpy(trim_padding(inputs.histories[rows])).to(device)
         scores = model.candidate_scores(history, torch.from_numpy(candidates[rows]).to(device))
-        scores = scores.double().cpu().numpy()  # (B, 1 + N)
-        target_scores[rows] = scores[:, 0]
-        negative_scores[rows] = scores[:, 1:]
+        batch_scores = scores.double().cpu().numpy()  # (B, 1 + N)
+        target_scores[rows] = batch_scores[:, 0]
+        negative_scores[rows] = batch_scores[:, 1:]
     negative_mask = np.arange(dataset.negatives.shape[1])[None, :] < dataset.n_negatives[:, None]
     return sampled_metrics(target_scores, negative_scores, negative_mask)
 

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrif import PAD_ID
+from mrif.config import ModelConfig
 
 
 class SequentialRecommender(nn.Module):
@@ -19,6 +20,8 @@ class SequentialRecommender(nn.Module):
     """
 
     name: str = "base"
+    config: ModelConfig
+    n_items: int
     default_lr: float = 1e-3
     """Adam learning rate used when the config leaves ``lr`` unset."""
 

@@ -48,6 +48,7 @@ class MRIF(SequentialRecommender):
             n_items, config.dim, config.n_heads, config.n_layers, config.dropout, config.max_len
         )
         self.aggregation = WindowAggregation(aggregator, config.n_levels, config.half_window)
+        self.extractor_is_pretrained: torch.Tensor
         self.register_buffer("extractor_is_pretrained", torch.tensor(False))
 
     def load_pretrained_extractor(self, encoder_state: dict[str, torch.Tensor]) -> None:

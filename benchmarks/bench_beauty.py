@@ -20,14 +20,12 @@ import time
 import numpy as np
 import torch
 
-from mrif.batches import TrainingSequences
 from mrif.config import ModelConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.data.registry import resolve_dataset
 from mrif.evaluation import full_ranks, score_sampled
 from mrif.models import MRIF, build_model
-from mrif.sampling import NegativeSampler
-from mrif.training import seed_everything, train_epoch
+from mrif.training import seed_everything, train_epoch, training_inputs
 
 
 def peak_rss_mib() -> float:
@@ -47,12 +45,7 @@ def bench_model(name: str, dataset: PreparedDataset, epochs: int, device: str) -
     model = build_model(name, dataset.n_items, ModelConfig()).to(device)
     if isinstance(model, MRIF):  # timing only: an untrained extractor costs the same
         model.load_pretrained_extractor(model.encoder.state_dict())
-    examples = TrainingSequences(
-        [dataset.train_sequence(u) for u in range(dataset.n_users)], model.config.max_len
-    )
-    sampler = NegativeSampler(
-        [dataset.history(u) for u in range(dataset.n_users)], dataset.n_items, device
-    )
+    examples, sampler = training_inputs(dataset, model.config.max_len, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train.lr or model.default_lr)
     generator = torch.Generator(device=device).manual_seed(0)
     rng = np.random.default_rng(0)

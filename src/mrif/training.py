@@ -73,11 +73,7 @@ def fit(
     device = torch.device(config.device)
     model.to(device)
 
-    sequences = [dataset.train_sequence(u) for u in range(dataset.n_users)]
-    examples = TrainingSequences(sequences, model.config.max_len)
-    sampler = NegativeSampler(
-        [dataset.history(u) for u in range(dataset.n_users)], dataset.n_items, device
-    )
+    examples, sampler = training_inputs(dataset, model.config.max_len, device)
     order_rng = np.random.default_rng(config.seed)
     negative_rng = torch.Generator(device=device).manual_seed(config.seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
@@ -121,6 +117,18 @@ def fit(
     best.seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     return best
+
+
+def training_inputs(
+    dataset: PreparedDataset, max_len: int, device: str | torch.device = "cpu"
+) -> tuple[TrainingSequences, NegativeSampler]:
+    """The next-item examples of every user and a sampler of their training negatives."""
+    sequences = [dataset.train_sequence(u) for u in range(dataset.n_users)]
+    histories = [dataset.history(u) for u in range(dataset.n_users)]
+    return (
+        TrainingSequences(sequences, max_len),
+        NegativeSampler(histories, dataset.n_items, device),
+    )
 
 
 def train_epoch(

@@ -14,9 +14,9 @@ from mrif.models import MRIF, build_model
 CONFIG = ModelConfig(dim=8, dropout=0.0, max_len=6)
 
 
-def trained_like(name: str, n_items: int) -> torch.nn.Module:
+def trained_like(name: str, n_items: int, n_users: int = 1) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(name, n_items, CONFIG)
+    model = build_model(name, n_items, CONFIG, n_users)
     if isinstance(model, MRIF):
         model.extractor_is_pretrained.fill_(True)
     return model.eval()
@@ -28,10 +28,10 @@ def reference_history(dataset, user: int, split: str) -> torch.Tensor:
     return torch.as_tensor(items, dtype=torch.int64)[None]
 
 
-@pytest.mark.parametrize("name", ["sasrec", "mrif-attn"])
+@pytest.mark.parametrize("name", ["sasrec", "mrif-attn", "caser", "din"])
 @pytest.mark.parametrize("split", ["valid", "test"])
 def test_sampled_ranks_match_one_user_at_a_time(tiny_dataset, name: str, split: str) -> None:
-    model = trained_like(name, tiny_dataset.n_items)
+    model = trained_like(name, tiny_dataset.n_items, tiny_dataset.n_users)
     fast = score_sampled(model, tiny_dataset, split, batch_size=7)
     targets = tiny_dataset.valid_targets if split == "valid" else tiny_dataset.test_targets
     expected = []
@@ -40,7 +40,9 @@ def test_sampled_ranks_match_one_user_at_a_time(tiny_dataset, name: str, split: 
         candidates = torch.as_tensor(np.r_[targets[row], negatives], dtype=torch.int64)[None]
         with torch.no_grad():
             scores = model.candidate_scores(
-                reference_history(tiny_dataset, int(user), split), candidates
+                reference_history(tiny_dataset, int(user), split),
+                candidates,
+                torch.tensor([int(user)]),
             )
         expected.append(int(ranks_sampled(scores[:, :1].numpy()[:, 0], scores[:, 1:].numpy())[0]))
     assert fast.ranks.tolist() == expected
@@ -50,10 +52,12 @@ def dense_full_ranks(model, dataset, split: str) -> list[int]:
     """Rule 10 by hand: score every item, drop padding and history items, keep the target."""
     inputs = eval_inputs(dataset, split, CONFIG.max_len)
     ranks = []
-    for history, target in zip(inputs.histories, inputs.targets, strict=True):
+    for user, history, target in zip(inputs.users, inputs.histories, inputs.targets, strict=True):
         history_t = torch.as_tensor(history)[None]
         with torch.no_grad():
-            scores = model.candidate_scores(history_t, torch.arange(dataset.n_items + 1))[0]
+            scores = model.candidate_scores(
+                history_t, torch.arange(dataset.n_items + 1), torch.tensor([int(user)])
+            )[0]
         competing = [
             i
             for i in range(1, dataset.n_items + 1)
@@ -63,10 +67,10 @@ def dense_full_ranks(model, dataset, split: str) -> list[int]:
     return ranks
 
 
-@pytest.mark.parametrize("name", ["sasrec", "mrif-max"])
+@pytest.mark.parametrize("name", ["sasrec", "mrif-max", "bpr", "gru4rec"])
 @pytest.mark.parametrize("item_chunk", [1, 7, 50])
 def test_b20_chunked_full_ranking_matches_dense_reference(tiny_dataset, name, item_chunk) -> None:
-    model = trained_like(name, tiny_dataset.n_items)
+    model = trained_like(name, tiny_dataset.n_items, tiny_dataset.n_users)
     expected = dense_full_ranks(model, tiny_dataset, "test")
     chunked = full_ranks(model, tiny_dataset, "test", batch_size=5, item_chunk=item_chunk)
     assert chunked.tolist() == expected
@@ -77,8 +81,8 @@ def test_b20_full_ranking_never_scores_more_than_a_chunk(tiny_dataset) -> None:
     widest = []
     original = model.candidate_scores
 
-    def spy(item_seq, candidates):
-        scores = original(item_seq, candidates)
+    def spy(item_seq, candidates, users=None):
+        scores = original(item_seq, candidates, users)
         widest.append(scores.numel())
         return scores
 

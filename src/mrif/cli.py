@@ -1,4 +1,5 @@
-"""The ``mrif`` command line: prepare datasets, train models, evaluate runs."""
+"""The ``mrif`` command line: prepare datasets, train and evaluate models, reproduce the
+paper's table."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mrif import __version__
-from mrif.config import ConfigError, load_config
+from mrif.config import ConfigError, RunConfig, load_config
 from mrif.models import MODEL_NAMES
 
 logger = logging.getLogger("mrif")
@@ -25,6 +26,8 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--max-len": ("model", "max_len", int),
     "--levels": ("model", "n_levels", int),
     "--window": ("model", "window", int),
+    "--ffn-mult": ("model", "ffn_mult", int),
+    "--activation": ("model", "activation", str),
     "--lr": ("train", "lr", float),
     "--batch-size": ("train", "batch_size", int),
     "--epochs": ("train", "epochs", int),
@@ -73,8 +76,26 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--pretrained", type=Path, help="SASRec run whose encoder initialises MRIF")
     train.add_argument("--overwrite", action="store_true", help="replace a finished run")
     train.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
-    for flag, (_, name, kind) in CONFIG_FLAGS.items():
-        train.add_argument(flag, type=kind, dest=f"set_{name}", help=f"overrides {name}")
+    _add_config_flags(train)
+
+    reproduce = commands.add_parser(
+        "reproduce", help="train every model for every seed and write the paper-style report"
+    )
+    reproduce.add_argument("--data", default="amazon-beauty", help="name, dataset dir or file")
+    reproduce.add_argument(
+        "--models", help=f"comma-separated subset of {','.join(MODEL_NAMES)} (default: all)"
+    )
+    reproduce.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    reproduce.add_argument("--first-seed", type=int, default=0, help="seeds start here")
+    reproduce.add_argument("--out", required=True, type=Path, help="reproduction directory")
+    reproduce.add_argument("--jobs", type=int, default=1, help="runs trained at once")
+    reproduce.add_argument("--config", type=Path, help="TOML file with [model] and [train]")
+    reproduce.add_argument("--data-seed", type=int, help="evaluation-negative seed (default 0)")
+    reproduce.add_argument("--quiet", action="store_true", help="no progress bar, warnings only")
+    _add_config_flags(reproduce, skip=("--seed",))
+
+    report = commands.add_parser("report", help="rewrite the report of a reproduction directory")
+    report.add_argument("out", type=Path, help="directory written by mrif reproduce")
 
     evaluate = commands.add_parser("evaluate", help="score a run's saved weights again")
     evaluate.add_argument("run_dir", type=Path)
@@ -83,15 +104,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for flag, (_, name, kind) in CONFIG_FLAGS.items():
+        if flag not in skip:
+            parser.add_argument(flag, type=kind, dest=f"set_{name}", help=f"overrides {name}")
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    """The TOML config (or the defaults) with the flags given on the command line applied."""
+    config = load_config(args.config)
+    overrides: dict[str, dict[str, object]] = {"model": {}, "train": {}}
+    for section, name, _ in CONFIG_FLAGS.values():
+        value = getattr(args, f"set_{name}", None)
+        if value is not None:
+            overrides[section][name] = value
+    return config.with_overrides(overrides["model"], overrides["train"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(quiet=getattr(args, "quiet", False))
+    commands = {
+        "data": _prepare,
+        "train": _train,
+        "evaluate": _evaluate,
+        "reproduce": _reproduce,
+        "report": _report,
+    }
     try:
-        if args.command == "data":
-            return _prepare(args)
-        if args.command == "train":
-            return _train(args)
-        return _evaluate(args)
+        return commands[args.command](args)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError, OSError) as error:
         print(f"mrif: error: {error}", file=sys.stderr)
         return 2
@@ -129,13 +170,7 @@ def _prepare(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from mrif.runs import train_run
 
-    config = load_config(args.config)
-    overrides: dict[str, dict[str, object]] = {"model": {}, "train": {}}
-    for section, name, _ in CONFIG_FLAGS.values():
-        value = getattr(args, f"set_{name}")
-        if value is not None:
-            overrides[section][name] = value
-    config = config.with_overrides(overrides["model"], overrides["train"])
+    config = _config_from_args(args)
     progress = not args.quiet and sys.stderr.isatty()
     metrics = train_run(
         args.data, args.model, args.out, config, data_seed=args.data_seed,
@@ -150,6 +185,29 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run_dir, args.protocol, args.device)
     print(json.dumps({"protocol": args.protocol, "test": metrics}, indent=2))
+    return 0
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from mrif.reproduce import parse_models, reproduce
+
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1; got {args.seeds}")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    paths = reproduce(
+        args.data, parse_models(args.models), seeds, args.out, _config_from_args(args),
+        jobs=args.jobs, data_seed=args.data_seed,
+        progress=not args.quiet and sys.stderr.isatty(),
+    )  # fmt: skip
+    print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from mrif.report import write_report
+
+    paths = write_report(args.out)
+    print("\n".join(f"{name}: {path}" for name, path in paths.items()))
     return 0
 
 

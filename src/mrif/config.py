@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 DEVICES = ("cpu", "cuda")
+ACTIVATIONS = ("relu", "gelu")
 LOSSES = ("bce",)
 SELECTION_METRICS = ("ndcg@10", "hit@10", "ndcg@5", "hit@5", "mrr", "auc", "gauc")
 
@@ -41,6 +42,9 @@ class ModelConfig:
         max_len: longest history fed to the model; older items are dropped (rule 8).
         n_levels: stacked aggregation levels in MRIF (paper: 2).
         window: aggregation window size ``2w + 1`` (paper: 3).
+        ffn_mult: inner width of the transformer feed-forward network, as a multiple of
+            ``dim`` (the paper does not say; 1 keeps eq. 6 at width D).
+        activation: feed-forward non-linearity, ``relu`` (paper) or ``gelu``.
     """
 
     dim: int = 64
@@ -50,6 +54,8 @@ class ModelConfig:
     max_len: int = 50
     n_levels: int = 2
     window: int = 3
+    ffn_mult: int = 1
+    activation: str = "relu"
 
     def __post_init__(self) -> None:
         _check_range("dim", self.dim, 1)
@@ -64,6 +70,10 @@ class ModelConfig:
             raise ConfigError(
                 f"window must be odd and at most max_len={self.max_len}; got {self.window}"
             )
+
+        _check_range("ffn_mult", self.ffn_mult, 1)
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
 
     @property
     def half_window(self) -> int:

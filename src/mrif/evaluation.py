@@ -69,7 +69,10 @@ def score_sampled(
     negative_scores = np.empty(dataset.negatives.shape, dtype=np.float64)
     for rows in _length_batches(inputs.histories, batch_size):
         history = torch.from_numpy(trim_padding(inputs.histories[rows])).to(device)
-        scores = model.candidate_scores(history, torch.from_numpy(candidates[rows]).to(device))
+        users = torch.from_numpy(inputs.users[rows]).to(device)
+        scores = model.candidate_scores(
+            history, torch.from_numpy(candidates[rows]).to(device), users
+        )
         batch_scores = scores.double().cpu().numpy()  # (B, 1 + N)
         target_scores[rows] = batch_scores[:, 0]
         negative_scores[rows] = batch_scores[:, 1:]
@@ -99,11 +102,12 @@ def full_ranks(
     for rows in _length_batches(inputs.histories, batch_size):
         history = torch.from_numpy(trim_padding(inputs.histories[rows])).to(device)
         targets = torch.from_numpy(inputs.targets[rows]).to(device)
-        target_scores = model.candidate_scores(history, targets[:, None])  # (B, 1)
+        users = torch.from_numpy(inputs.users[rows]).to(device)
+        target_scores = model.candidate_scores(history, targets[:, None], users)  # (B, 1)
         beaten_by = torch.zeros(len(rows), dtype=torch.int64, device=device)
         for first in range(1, n_items + 1, item_chunk):
             chunk = torch.arange(first, min(first + item_chunk, n_items + 1), device=device)
-            scores = model.candidate_scores(history, chunk)  # (B, C)
+            scores = model.candidate_scores(history, chunk, users)  # (B, C)
             excluded = _excluded_in_chunk(history, targets, first, len(chunk))
             beaten_by += ((scores >= target_scores) & ~excluded).sum(dim=1)
         ranks[rows] = (1 + beaten_by).cpu().numpy()

@@ -35,11 +35,13 @@ from mrif.models import build_model
 from mrif.models.base import SequentialRecommender
 from mrif.models.mrif import MRIF, PretrainingMissingError
 from mrif.models.sasrec import SASRec
-from mrif.training import FitResult, fit, seed_everything
+from mrif.training import FitResult, evaluate_untrained, fit, seed_everything
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS = "weights.safetensors"
+TEST_RANKS = "test_ranks.parquet"
+"""Per evaluated user: sampled rank, number of sampled negatives, full-ranking rank."""
 PROTOCOLS = ("sampled", "full")
 
 
@@ -128,7 +130,8 @@ def _train_run(
     shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
 
     seed_everything(train.seed)
-    model = build_model(model_name, dataset.n_items, config.model)
+    model = build_model(model_name, dataset.n_items, config.model, dataset.n_users)
+    model.fit_statistics([dataset.train_sequence(u) for u in range(dataset.n_users)])
     logger.info("training %s on %s (%d users, %d items) with seed %d", model_name,
                 dataset_dir, dataset.n_users, dataset.n_items, train.seed)  # fmt: skip
     pretrain: FitResult | None = None
@@ -156,8 +159,13 @@ def _train_run(
     test_full = full_metrics_from_ranks(test_ranks_full)
     full_seconds = time.perf_counter() - test_started - sampled_seconds
     pl.DataFrame(
-        {"user_id": dataset.eval_users, "rank_sampled": test.ranks, "rank_full": test_ranks_full}
-    ).write_parquet(out_dir / "test_ranks.parquet")
+        {
+            "user_id": dataset.eval_users,
+            "rank_sampled": test.ranks,
+            "n_negatives": dataset.n_negatives,
+            "rank_full": test_ranks_full,
+        }
+    ).write_parquet(out_dir / TEST_RANKS)
 
     metrics = {
         "model": model_name,
@@ -209,6 +217,8 @@ def _fit_checked(
             "MRIF needs a pre-trained interest extractor (PROTOCOL rule 19); "
             "train without --pretrained to pre-train it, or pass a SASRec run"
         )
+    if not model.is_trainable:
+        return evaluate_untrained(model, dataset, train)
     return fit(model, dataset, train, stage=model.name, progress=progress)
 
 
@@ -352,7 +362,7 @@ def load_run(
     if config.train.threads:  # the same thread count gives the same float reductions
         torch.set_num_threads(config.train.threads)
     dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
-    model = build_model(record["model"], dataset.n_items, config.model)
+    model = build_model(record["model"], dataset.n_items, config.model, dataset.n_users)
     model.load_state_dict(_load_weights(run_dir / WEIGHTS))
     model.to(config.train.device)
     return model, dataset, config, record

@@ -67,6 +67,8 @@ def fit(
     Raises:
         FloatingPointError: the loss became NaN or infinite (names the epoch and step).
     """
+    if not model.is_trainable:
+        raise ValueError(f"{model.name} has nothing to train; use evaluate_untrained")
     epochs = config.epochs if epochs is None else epochs
     patience = config.patience if patience is None else patience
     lr = lr or config.lr or model.default_lr
@@ -119,6 +121,21 @@ def fit(
     return best
 
 
+def evaluate_untrained(
+    model: SequentialRecommender, dataset: PreparedDataset, config: TrainConfig
+) -> FitResult:
+    """The validation metrics of a model fitted by counting (POP), reported like a fit."""
+    started = time.perf_counter()
+    valid = score_sampled(
+        model, dataset, "valid", batch_size=config.eval_batch_size, device=config.device
+    ).metrics
+    logger.info("%s: nothing to train; valid %s %.4f", model.name, config.select_metric,
+                valid[config.select_metric])  # fmt: skip
+    return FitResult(
+        best_epoch=0, best_valid=valid, epochs_run=0, seconds=time.perf_counter() - started
+    )
+
+
 def training_inputs(
     dataset: PreparedDataset, max_len: int, device: str | torch.device = "cpu"
 ) -> tuple[TrainingSequences, NegativeSampler]:
@@ -149,9 +166,10 @@ def train_epoch(
     for step, batch in enumerate(batches, start=1):
         inputs = torch.from_numpy(batch.inputs).to(device)
         positives = torch.from_numpy(batch.positives).to(device)
-        negatives = sampler.sample(torch.from_numpy(batch.users), inputs.shape[1], generator)
+        users = torch.from_numpy(batch.users)
+        negatives = sampler.sample(users, inputs.shape[1], generator)
 
-        loss = model.loss(inputs, positives, negatives)
+        loss = model.loss(inputs, positives, negatives, users.to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss became {loss.item()}; try a lower lr")
         optimizer.zero_grad(set_to_none=True)

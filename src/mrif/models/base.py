@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -17,6 +20,9 @@ class SequentialRecommender(nn.Module):
     and :meth:`candidate_scores` (evaluation: the step after the whole history). The two must
     agree: ``step_scores(seq, targets)[:, t]`` equals ``candidate_scores(seq[:, :t + 1],
     targets[:, t:t + 1])`` (rule 22); the model contract tests check it for every model.
+
+    Every method also takes ``users``, the (B,) user ids of the rows. Models that learn a
+    vector per user (BPR, NCF, Caser) set ``uses_users`` and need it; the others ignore it.
     """
 
     name: str = "base"
@@ -24,26 +30,41 @@ class SequentialRecommender(nn.Module):
     n_items: int
     default_lr: float = 1e-3
     """Adam learning rate used when the config leaves ``lr`` unset."""
+    uses_users: bool = False
+    """True if scores depend on the user id as well as the history."""
+    is_trainable: bool = True
+    """False for models fitted by counting (POP): training is skipped, ``fit_statistics`` is
+    all they need."""
 
-    def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def fit_statistics(self, train_sequences: Sequence[np.ndarray]) -> None:
+        """Read what the model counts from the training sequences (index = user id) before
+        training. Most models count nothing."""
+
+    def step_scores(
+        self, item_seq: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Score ``targets[b, t]`` as the item after ``item_seq[b, :t + 1]``.
 
         Args:
             item_seq: (B, L) left-padded history.
             targets: (B, L) one target per step, or (B, L, T) several; the history is encoded
                 once for all of them.
+            users: (B,) user ids; required when ``uses_users``.
 
         Returns:
             Scores shaped like ``targets``; values at padding steps are meaningless.
         """
         raise NotImplementedError
 
-    def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def candidate_scores(
+        self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Score candidates for the item after the whole history.
 
         Args:
             item_seq: (B, L) left-padded history.
             candidates: (B, C) item ids per user, or (C,) ids shared by every user.
+            users: (B,) user ids; required when ``uses_users``.
 
         Returns:
             (B, C) scores.
@@ -51,7 +72,11 @@ class SequentialRecommender(nn.Module):
         raise NotImplementedError
 
     def loss(
-        self, item_seq: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor
+        self,
+        item_seq: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+        users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Binary cross-entropy with one sampled negative per positive (paper eq. 13, rule 23).
 
@@ -62,9 +87,22 @@ class SequentialRecommender(nn.Module):
             item_seq: (B, L) left-padded inputs.
             positives: (B, L) the true next item at each step.
             negatives: (B, L) one sampled negative per step.
+            users: (B,) user ids; required when ``uses_users``.
         """
-        is_example = item_seq != PAD_ID  # (B, L)
-        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1))
+        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
         per_step = -F.logsigmoid(scores[..., 0]) - F.logsigmoid(-scores[..., 1])  # (B, L)
-        n_examples = is_example.sum().clamp(min=1)
-        return (per_step * is_example).sum() / n_examples
+        return mean_over_examples(per_step, item_seq)
+
+
+def mean_over_examples(per_step: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:
+    """Mean of a (B, L) per-step loss over the steps whose input item is real."""
+    is_example = item_seq != PAD_ID  # (B, L)
+    n_examples = is_example.sum().clamp(min=1)
+    return (per_step * is_example).sum() / n_examples
+
+
+def require_users(model: SequentialRecommender, users: torch.Tensor | None) -> torch.Tensor:
+    """The user ids a per-user model needs, or a clear error naming the model."""
+    if users is None:
+        raise ValueError(f"{model.name} learns a vector per user and needs the users argument")
+    return users

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrif import PAD_ID
+from mrif.config import ModelConfig
 
 MASK_FILL = -1e9
 """Finite fill for masked attention logits: an all-masked row gives uniform weights, not NaN
@@ -64,21 +65,27 @@ class TransformerBlock(nn.Module):
     """One post-norm transformer layer, MRIF paper eq. (5)-(6).
 
     ``SA(X) = LN(Dropout(MultiHead(X)) + X)`` then ``LN(Dropout(FFN(SA)) + SA)`` with a
-    two-layer ReLU feed-forward network of inner width D.
+    two-layer feed-forward network of inner width ``ffn_mult * D`` (ReLU or GELU).
 
     Note:
         Attention scores are scaled by sqrt(D / H) per head, as in Vaswani et al.; the paper's
         eq. (3) writes sqrt(d), which is the same for one head.
     """
 
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu"
+    ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attn_out = nn.Linear(dim, dim)
         self.attn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_mult * dim),
+            nn.GELU() if activation == "gelu" else nn.ReLU(),
+            nn.Linear(ffn_mult * dim, dim),
+        )
         self.ffn_norm = nn.LayerNorm(dim)
         self.drop = nn.Dropout(dropout)
 
@@ -105,7 +112,8 @@ INIT_STD = 0.02
 convention); on Beauty this converges faster and higher than PyTorch's defaults."""
 
 
-def _init_weights(module: nn.Module) -> None:
+def init_weights(module: nn.Module) -> None:
+    """N(0, INIT_STD^2) for linear and embedding weights; zero linear biases."""
     if isinstance(module, nn.Linear | nn.Embedding):
         nn.init.normal_(module.weight, std=INIT_STD)
     if isinstance(module, nn.Linear) and module.bias is not None:
@@ -121,21 +129,23 @@ class SequenceEncoder(nn.Module):
     Args:
         n_items: number of real items; the embedding table has ``n_items + 1`` rows, row 0 is
             padding and stays zero.
-        dim, n_heads, n_layers, dropout, max_len: see ``ModelConfig``.
+        config: width, heads, layers, dropout, ``max_len``, feed-forward width and activation.
     """
 
-    def __init__(
-        self, n_items: int, dim: int, n_heads: int, n_layers: int, dropout: float, max_len: int
-    ) -> None:
+    def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()
-        self.max_len = max_len
+        dim = config.dim
+        self.max_len = config.max_len
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=PAD_ID)
-        self.position_embedding = nn.Embedding(max_len + 1, dim, padding_idx=0)
-        self.embedding_dropout = nn.Dropout(dropout)
+        self.position_embedding = nn.Embedding(config.max_len + 1, dim, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(config.dropout)
         self.layers = nn.ModuleList(
-            TransformerBlock(dim, n_heads, dropout) for _ in range(n_layers)
+            TransformerBlock(
+                dim, config.n_heads, config.dropout, config.ffn_mult, config.activation
+            )
+            for _ in range(config.n_layers)
         )
-        self.apply(_init_weights)
+        self.apply(init_weights)
         with torch.no_grad():
             self.item_embedding.weight[PAD_ID].zero_()
             self.position_embedding.weight[0].zero_()
@@ -155,3 +165,29 @@ class SequenceEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, can_attend) * is_item
         return x
+
+
+def score_steps(states: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:
+    """Dot product of each step's state with its target embeddings.
+
+    Args:
+        states: (B, L, D) one state per step.
+        target_emb: (B, L, D) one target per step, or (B, L, T, D) several.
+
+    Returns:
+        (B, L) or (B, L, T) scores.
+    """
+    if target_emb.dim() == 4:
+        states = states.unsqueeze(2)  # (B, L, 1, D)
+    return (states * target_emb).sum(-1)
+
+
+def score_candidates(user_state: torch.Tensor, cand_emb: torch.Tensor) -> torch.Tensor:
+    """Dot product of one state per user with per-user (B, C, D) or shared (C, D) candidates.
+
+    Returns:
+        (B, C) scores.
+    """
+    if cand_emb.dim() == 2:
+        return user_state @ cand_emb.T
+    return torch.einsum("bd,bcd->bc", user_state, cand_emb)

@@ -44,9 +44,7 @@ class MRIF(SequentialRecommender):
         self.name = {"mean": "mrif-avg", "max": "mrif-max", "attn": "mrif-attn"}.get(
             aggregator, aggregator
         )
-        self.encoder = SequenceEncoder(
-            n_items, config.dim, config.n_heads, config.n_layers, config.dropout, config.max_len
-        )
+        self.encoder = SequenceEncoder(n_items, config)
         self.aggregation = WindowAggregation(aggregator, config.n_levels, config.half_window)
         self.extractor_is_pretrained: torch.Tensor
         self.register_buffer("extractor_is_pretrained", torch.tensor(False))
@@ -61,7 +59,9 @@ class MRIF(SequentialRecommender):
         interests = self.encoder(item_seq)  # (B, L, D), zero on padding
         return self.aggregation(interests, is_item), is_item
 
-    def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step_scores(
+        self, item_seq: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         one_target = targets.dim() == 2
         if one_target:
             targets = targets.unsqueeze(-1)
@@ -88,7 +88,9 @@ class MRIF(SequentialRecommender):
             scores = scores + _attend(logits, can_attend, dim=3)  # (B, L, T)
         return scores.squeeze(-1) if one_target else scores
 
-    def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def candidate_scores(
+        self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         seq_len = item_seq.shape[1]
         levels, is_item = self._levels(item_seq)
         n_variants = self.aggregation.n_variants

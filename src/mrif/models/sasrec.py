@@ -6,7 +6,7 @@ import torch
 
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender
-from mrif.models.layers import SequenceEncoder
+from mrif.models.layers import SequenceEncoder, score_candidates, score_steps
 
 
 class SASRec(SequentialRecommender):
@@ -31,20 +31,16 @@ class SASRec(SequentialRecommender):
         super().__init__()
         self.n_items = n_items
         self.config = config
-        self.encoder = SequenceEncoder(
-            n_items, config.dim, config.n_heads, config.n_layers, config.dropout, config.max_len
-        )
+        self.encoder = SequenceEncoder(n_items, config)
 
-    def step_scores(self, item_seq: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def step_scores(
+        self, item_seq: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         states = self.encoder(item_seq)  # (B, L, D)
-        target_emb = self.encoder.item_embedding(targets)  # (B, L, D) or (B, L, T, D)
-        if targets.dim() == 3:
-            states = states.unsqueeze(2)  # (B, L, 1, D)
-        return (states * target_emb).sum(-1)  # (B, L) or (B, L, T)
+        return score_steps(states, self.encoder.item_embedding(targets))
 
-    def candidate_scores(self, item_seq: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def candidate_scores(
+        self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
         user_state = self.encoder(item_seq)[:, -1]  # (B, D): the newest item's slot
-        cand_emb = self.encoder.item_embedding(candidates)  # (B, C, D) or (C, D)
-        if candidates.dim() == 1:
-            return user_state @ cand_emb.T  # (B, C)
-        return torch.einsum("bd,bcd->bc", user_state, cand_emb)
+        return score_candidates(user_state, self.encoder.item_embedding(candidates))

@@ -1,0 +1,248 @@
+"""``mrif reproduce``: every model for every seed on one dataset, then the paper-style report.
+
+Runs live in ``OUT/runs/MODEL-sSEED``. A run whose directory already holds a finished run with
+the same config is reused, so an interrupted reproduction resumes where it stopped. MRIF runs
+take their pre-trained extractor from the SASRec run of the same seed when SASRec is part of
+the reproduction (identical to pre-training inline, see ``runs.train_run``), which saves one
+SASRec training per MRIF variant.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import logging
+import multiprocessing
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mrif.config import RunConfig
+from mrif.data.registry import resolve_dataset
+from mrif.models import MODEL_NAMES, MRIF_NAMES
+from mrif.report import write_report
+from mrif.runs import RunError, train_run
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    model: str
+    seed: int
+    out_dir: Path
+    pretrained: Path | None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model} seed {self.seed}"
+
+
+def parse_models(text: str | None) -> list[str]:
+    """``"sasrec,mrif-attn"`` -> model names in table order; None or ``all`` -> every model."""
+    if text is None or text.strip() == "all":
+        return list(MODEL_NAMES)
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in MODEL_NAMES]
+    if unknown or not names:
+        raise ValueError(
+            f"--models: unknown model {', '.join(unknown) or '(none given)'}; "
+            f"choose from {', '.join(MODEL_NAMES)}"
+        )
+    return sorted(set(names), key=MODEL_NAMES.index)
+
+
+def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[PlannedRun]:
+    """Seed by seed, models in table order (SASRec before the MRIF runs that reuse it)."""
+    plan = []
+    for seed in seeds:
+        for model in sorted(models, key=MODEL_NAMES.index):
+            pretrained = None
+            if model in MRIF_NAMES and "sasrec" in models:
+                pretrained = runs_dir / f"sasrec-s{seed}"
+            plan.append(PlannedRun(model, seed, runs_dir / f"{model}-s{seed}", pretrained))
+    return plan
+
+
+def reproduce(
+    data: str,
+    models: list[str],
+    seeds: list[int],
+    out: Path | str,
+    config: RunConfig,
+    *,
+    jobs: int = 1,
+    data_seed: int | None = None,
+    progress: bool = False,
+) -> dict[str, Path]:
+    """Train (or reuse) every planned run, then write the report. Returns the report paths.
+
+    Raises:
+        RunError: some runs failed; the report covers the others and the message names them.
+    """
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1; got {jobs}")
+    if not seeds:
+        raise ValueError("--seeds must be at least 1")
+    out = Path(out)
+    runs_dir = out / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    dataset_dir = resolve_dataset(data, seed=0 if data_seed is None else data_seed)
+    if jobs > 1 and not config.train.threads:
+        config = config.with_overrides({}, {"threads": max(1, (os.cpu_count() or 1) // jobs)})
+
+    plan = plan_runs(models, seeds, runs_dir)
+    configs = {run: config.with_overrides({}, {"seed": run.seed}) for run in plan}
+    finished = {run for run in plan if _reusable(run, configs[run], dataset_dir)}
+    todo = [run for run in plan if run not in finished]
+    logger.info("reproduce: %d runs planned, %d reused, %d to train, %d at a time",
+                len(plan), len(finished), len(todo), jobs)  # fmt: skip
+
+    tracker = _Progress(len(plan), len(finished), progress)
+    failed = _execute(todo, configs, str(dataset_dir), data_seed, jobs, finished, tracker)
+    tracker.close()
+
+    paths = write_report(out) if len(finished) else {}
+    if failed:
+        lines = "\n".join(f"  {run.label}: {reason}" for run, reason in failed.items())
+        raise RunError(f"{len(failed)} of {len(plan)} runs failed:\n{lines}")
+    return paths
+
+
+def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
+    """True if ``run.out_dir`` holds this exact run finished; an error if it holds another."""
+    if not (run.out_dir / "metrics.json").exists():
+        return False
+    record = json.loads((run.out_dir / "config.json").read_text())
+    theirs = record.get("config", {})
+    ours = config.to_dict()
+    differences = [
+        f"{section}.{key}"
+        for section in ("model", "train")
+        for key in ours[section]
+        if key != "threads" and theirs.get(section, {}).get(key) != ours[section][key]
+    ]
+    if record.get("model") != run.model:
+        differences.insert(0, "model")
+    if record.get("dataset", {}).get("path") != str(dataset_dir.resolve()):
+        differences.insert(0, "dataset")
+    if differences:
+        raise RunError(
+            f"{run.out_dir} holds a finished run that differs in {', '.join(differences)}; "
+            "use another --out, or delete that run to train it again"
+        )
+    return True
+
+
+def _execute(
+    todo: list[PlannedRun],
+    configs: dict[PlannedRun, RunConfig],
+    data: str,
+    data_seed: int | None,
+    jobs: int,
+    finished: set[PlannedRun],
+    tracker: _Progress,
+) -> dict[PlannedRun, str]:
+    """Run ``todo`` respecting dependencies (an MRIF run waits for its SASRec run)."""
+    failed: dict[PlannedRun, str] = {}
+    by_dir = {run.out_dir: run for run in list(finished) + todo}
+    pending = list(todo)
+
+    def dependency(run: PlannedRun) -> PlannedRun | None:
+        return by_dir.get(run.pretrained) if run.pretrained is not None else None
+
+    def ready(run: PlannedRun) -> bool:
+        needed = dependency(run)
+        return needed is None or needed in finished
+
+    def blocked(run: PlannedRun) -> str | None:
+        needed = dependency(run)
+        return None if needed is None or needed not in failed else f"{needed.label} failed"
+
+    context = multiprocessing.get_context("spawn")
+    pool = futures.ProcessPoolExecutor(jobs, mp_context=context) if jobs > 1 else None
+    running: dict[futures.Future[dict[str, Any]], PlannedRun] = {}
+    try:
+        while pending or running:
+            for run in [r for r in pending if blocked(r)]:
+                failed[run] = f"skipped: {blocked(run)}"
+                pending.remove(run)
+                tracker.finished(run, None, failed[run])
+            startable = [r for r in pending if ready(r)][: jobs - len(running)]
+            for run in startable:
+                pending.remove(run)
+                tracker.started(run)
+                args = (data, run, configs[run].to_dict(), data_seed)
+                if pool is None:
+                    future: futures.Future[dict[str, Any]] = futures.Future()
+                    try:
+                        future.set_result(_train_one(*args))
+                    except Exception as run_error:  # reported, the other runs go on
+                        future.set_exception(run_error)
+                else:
+                    future = pool.submit(_train_one, *args)
+                running[future] = run
+            if not running:
+                continue
+            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
+            for future in done:
+                run = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    finished.add(run)
+                    tracker.finished(run, future.result(), None)
+                else:
+                    failed[run] = f"{type(error).__name__}: {error}"
+                    tracker.finished(run, None, failed[run])
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return failed
+
+
+def _train_one(
+    data: str, run: PlannedRun, config: dict[str, Any], data_seed: int | None
+) -> dict[str, Any]:
+    """One run; top level so that worker processes can import it."""
+    metrics = train_run(
+        data, run.model, run.out_dir, RunConfig.from_dict(config), data_seed=data_seed,
+        pretrained=run.pretrained, overwrite=run.out_dir.exists(),
+    )  # fmt: skip
+    return {"test": metrics["test"], "seconds": metrics["timing"]["total_seconds"]}
+
+
+class _Progress:
+    """One log line per started and finished run, and a bar across runs on a terminal."""
+
+    def __init__(self, total: int, reused: int, show_bar: bool) -> None:
+        self.total = total
+        self.done = reused
+        self.started_at = time.perf_counter()
+        self.bar = tqdm(total=total, initial=reused, desc="runs", disable=not show_bar)
+
+    def started(self, run: PlannedRun) -> None:
+        logger.info("[%d/%d done, %s elapsed] starting %s", self.done, self.total,
+                    self._elapsed(), run.label)  # fmt: skip
+        self.bar.set_postfix_str(run.label)
+
+    def finished(self, run: PlannedRun, result: dict[str, Any] | None, error: str | None) -> None:
+        self.done += 1
+        self.bar.update(1)
+        if error is not None:
+            logger.error("[%d/%d] %s failed: %s", self.done, self.total, run.label, error)
+            return
+        assert result is not None
+        logger.info("[%d/%d done, %s elapsed] %s finished in %.0fs: test hit@10 %.4f ndcg@10 "
+                    "%.4f", self.done, self.total, self._elapsed(), run.label, result["seconds"],
+                    result["test"]["hit@10"], result["test"]["ndcg@10"])  # fmt: skip
+
+    def _elapsed(self) -> str:
+        minutes, seconds = divmod(int(time.perf_counter() - self.started_at), 60)
+        return f"{minutes}m{seconds:02d}s"
+
+    def close(self) -> None:
+        self.bar.close()

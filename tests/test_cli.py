@@ -118,7 +118,18 @@ def test_unknown_config_key_lists_valid_keys(tiny_dataset_dir: Path, tmp_path, c
 def test_bad_flag_value_names_the_parameter(tiny_dataset_dir: Path, tmp_path, capsys) -> None:
     args = ["train", "--data", tiny_dataset_dir, "--out", tmp_path / "r", "--window", "4"]
     assert run_cli(*args) == 2
-    assert "window must be odd and at most max_len=50; got 4" in capsys.readouterr().err
+    assert "window must be a positive odd number; got 4" in capsys.readouterr().err
+
+
+def test_window_longer_than_max_len_is_refused_for_mrif_only(
+    tiny_dataset_dir: Path, tmp_path, capsys
+) -> None:
+    short = ["--max-len", "2", "--epochs", "1", "--dim", "8", "--quiet"]
+    sasrec = ["train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", tmp_path / "s"]
+    assert run_cli(*sasrec, *short) == 0
+    mrif = ["train", "--data", tiny_dataset_dir, "--model", "mrif-avg", "--out", tmp_path / "m"]
+    assert run_cli(*mrif, *short) == 2
+    assert "window must be at most max_len=2 for MRIF; got 3" in capsys.readouterr().err
 
 
 def test_config_file_and_flags_combine(tiny_dataset_dir: Path, tmp_path) -> None:

@@ -66,10 +66,8 @@ class ModelConfig:
         _check_range("dropout", self.dropout, 0.0, 0.99)
         _check_range("max_len", self.max_len, 2)
         _check_range("n_levels", self.n_levels, 0)
-        if self.window < 1 or self.window % 2 == 0 or self.window > self.max_len:
-            raise ConfigError(
-                f"window must be odd and at most max_len={self.max_len}; got {self.window}"
-            )
+        if self.window < 1 or self.window % 2 == 0:
+            raise ConfigError(f"window must be a positive odd number; got {self.window}")
 
         _check_range("ffn_mult", self.ffn_mult, 1)
         if self.activation not in ACTIVATIONS:

@@ -183,3 +183,25 @@ def test_day_month_dates_are_refused_not_guessed(tmp_path):
     path = write(tmp_path / "slash.csv", "user,item,timestamp\nu1,a,01/02/2020\nu1,b,03/01/2020\n")
     with pytest.raises(DataFormatError, match=r"line 2: unparsable timestamp \(not ISO-8601\)"):
         read_interactions(path)
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [({"user_col": "uid"}, "user_col"), ({"time_col": "ts"}, "time_col")],
+)
+def test_column_names_on_a_sequence_file_are_refused_not_ignored(tmp_path, options, named):
+    path = write(tmp_path / "s.txt", "u1 a b c\n")
+    with pytest.raises(ValueError, match=f"{named} name columns, but a sequence file has none"):
+        read_interactions(path, **options)
+
+
+def test_a_column_named_twice_is_refused(tmp_path):
+    path = write(tmp_path / "dup.csv", "user,item,item,timestamp\nu1,a,b,1\n")
+    with pytest.raises(DataFormatError, match=r"line 1: column 'item' appears twice"):
+        read_interactions(path)
+
+
+def test_an_unclosed_quote_is_reported_where_the_record_starts(tmp_path):
+    path = write(tmp_path / "q.csv", 'user,item,timestamp\nu1,a,1\nu2,"b,2\nu3,c,3\n')
+    with pytest.raises(DataFormatError, match=r"q\.csv, line 3: cannot parse as csv"):
+        read_interactions(path)

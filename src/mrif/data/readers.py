@@ -109,6 +109,15 @@ def read_interactions(
         raise DataFormatError(path, "file is empty")
 
     if fmt == "sequence":
+        named = {"user_col": user_col, "item_col": item_col}
+        if time_col not in (None, "timestamp"):
+            named["time_col"] = time_col
+        given = [name for name, value in named.items() if value is not None]
+        if given:
+            raise ValueError(
+                f"{path}: {', '.join(given)} name columns, but a sequence file has none "
+                "(each line is 'user item item ...'); drop them or pass a table format"
+            )
         df = _read_sequence(path, data)
     else:
         defaults = _RECBOLE_DEFAULTS if fmt == "recbole" else _TABLE_DEFAULTS
@@ -135,6 +144,7 @@ def _read_table(path: str | Path, data: bytes, fmt: str) -> pl.DataFrame:
     separator = "," if fmt == "csv" else "\t"
     # Tab-separated files in the wild do not quote; a stray '"' must not swallow lines.
     quote_char = '"' if fmt == "csv" else None
+    _check_header(path, data, separator, quote_char)
     try:
         raw = pl.read_csv(
             io.BytesIO(data),
@@ -284,12 +294,29 @@ def _ragged_line(data: bytes, separator: str, quote_char: str | None) -> int | N
         reader = csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote_char)
     try:
         n_fields = len(next(reader))
+        last_line_read = reader.line_num
         for record in reader:
+            # A record with an unclosed quote spans several lines: report where it starts.
             if record and len(record) != n_fields:
-                return reader.line_num
+                return last_line_read + 1
+            last_line_read = reader.line_num
     except (StopIteration, csv.Error):
         pass
     return None
+
+
+def _check_header(path: str | Path, data: bytes, separator: str, quote_char: str | None) -> None:
+    """A column named twice would be renamed silently by the parser: refuse it instead."""
+    first_line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
+    quoting = csv.QUOTE_NONE if quote_char is None else csv.QUOTE_MINIMAL
+    header = next(
+        csv.reader([first_line], delimiter=separator, quotechar=quote_char or '"', quoting=quoting)
+    )
+    seen: set[str] = set()
+    for name in header:
+        if name in seen:
+            raise DataFormatError(path, f"column {name!r} appears twice in the header", line=1)
+        seen.add(name)
 
 
 def _fail_at_first(

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from mrif import PAD_ID
-from mrif.config import ModelConfig
+from mrif.config import ConfigError, ModelConfig
 from mrif.models.aggregation import WindowAggregation
 from mrif.models.base import SequentialRecommender
 from mrif.models.layers import MASK_FILL, SequenceEncoder
@@ -39,6 +39,10 @@ class MRIF(SequentialRecommender):
 
     def __init__(self, n_items: int, config: ModelConfig, aggregator: str) -> None:
         super().__init__()
+        if config.window > config.max_len:
+            raise ConfigError(
+                f"window must be at most max_len={config.max_len} for MRIF; got {config.window}"
+            )
         self.n_items = n_items
         self.config = config
         self.name = {"mean": "mrif-avg", "max": "mrif-max", "attn": "mrif-attn"}.get(

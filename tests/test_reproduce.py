@@ -71,6 +71,17 @@ def test_table_has_models_as_columns_and_seven_metric_rows(reproduction: Path) -
     assert (reproduction / "figure.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_timing_table_sums_the_runs(reproduction: Path) -> None:
+    timing = (reproduction / "timing.md").read_text()
+    total = sum(
+        json.loads(path.read_text())["timing"]["total_seconds"]
+        for path in (reproduction / "runs").glob("*/metrics.json")
+    )
+    assert f"Sum over all runs: {total:.0f} s" in timing
+    sasrec = next(line for line in timing.splitlines() if line.startswith("| sasrec |"))
+    assert sasrec.split("|")[2].strip() == "2"
+
+
 def test_significance_compares_mrif_with_sasrec_over_pooled_users(reproduction: Path) -> None:
     with (reproduction / "significance.csv").open() as handle:
         rows = list(csv.DictReader(handle))

@@ -228,9 +228,40 @@ def write_figure(path: Path, summary: dict[str, dict[str, tuple[float, float, in
     plt.close(fig)
 
 
+def timing_table(results: list[RunResult]) -> str:
+    """Per model: runs, mean epochs, seconds per epoch, and total seconds (training and
+    testing, summed over its runs), read from each run's ``metrics.json``."""
+    by_model: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        by_model.setdefault(result.model, []).append(result.metrics)
+    lines = [
+        "| model | runs | mean epochs | s / epoch | mean s / run | total s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    grand_total = 0.0
+    for model in sorted(by_model, key=_table_order):
+        runs = by_model[model]
+        totals = [run["timing"]["total_seconds"] for run in runs]
+        epochs = [run["epochs_run"] for run in runs]
+        per_epoch = [run["timing"]["seconds_per_epoch"] for run in runs if run["epochs_run"]]
+        grand_total += sum(totals)
+        lines.append(
+            f"| {model} | {len(runs)} | {np.mean(epochs):.1f} | "
+            f"{np.mean(per_epoch) if per_epoch else 0.0:.2f} | {np.mean(totals):.0f} | "
+            f"{sum(totals):.0f} |"
+        )
+    lines += [
+        "",
+        f"Sum over all runs: {grand_total:.0f} s ({grand_total / 60:.1f} min) of run time; with "
+        "several runs at once (`--jobs`), wall time is lower. MRIF runs that reuse a SASRec run "
+        "exclude its pre-training.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def write_report(out_dir: Path) -> dict[str, Path]:
-    """Write ``table.md``, ``table.csv``, ``table_full.md``, ``significance.csv`` and
-    ``figure.png`` into ``out_dir`` from the runs under ``out_dir/runs``."""
+    """Write ``table.md``, ``table.csv``, ``table_full.md``, ``significance.csv``,
+    ``timing.md`` and ``figure.png`` into ``out_dir`` from the runs under ``out_dir/runs``."""
     results = collect_runs(out_dir / "runs")
     sampled = summarise(results, "test", SAMPLED_KEYS)
     full = summarise(results, "test_full", FULL_KEYS)
@@ -239,6 +270,7 @@ def write_report(out_dir: Path) -> dict[str, Path]:
         "table_csv": out_dir / "table.csv",
         "table_full": out_dir / "table_full.md",
         "significance": out_dir / "significance.csv",
+        "timing": out_dir / "timing.md",
         "figure": out_dir / "figure.png",
     }
     dataset = results[0].metrics["dataset"].get("name") or results[0].metrics["dataset"]["path"]
@@ -254,6 +286,7 @@ def write_report(out_dir: Path) -> dict[str, Path]:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _round(v) for k, v in row.items()})
+    paths["timing"].write_text(timing_table(results))
     write_figure(paths["figure"], sampled)
     return paths
 

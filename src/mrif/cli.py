@@ -53,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = data.add_parser("prepare", help="write a prepared dataset directory")
     prepare.add_argument("source", help="registered dataset name or interaction file")
     prepare.add_argument("--out", required=True, type=Path, help="dataset directory to write")
-    prepare.add_argument("--format", dest="fmt", help="csv, tsv, parquet, sequence or recbole")
+    prepare.add_argument(
+        "--format", dest="fmt", help="csv, tsv, parquet, sequence, recbole, amazon-ratings, "
+        "amazon-reviews, amazon-2023, movielens-dat or movielens-udata (default: from the file)",
+    )  # fmt: skip
     prepare.add_argument("--user-col", help="user column (default: user)")
     prepare.add_argument("--item-col", help="item column (default: item)")
     prepare.add_argument("--time-col", help="timestamp column (default: timestamp)")
@@ -64,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--seed", type=int, default=0, help="evaluation-negative sampling seed")
     prepare.add_argument("--negatives", type=int, default=100, help="evaluation negatives")
     prepare.add_argument("--overwrite", action="store_true")
+    prepare.add_argument(
+        "--skip-bad-lines", action="store_true",
+        help="skip and count bad lines instead of stopping at the first (line formats, sequence)",
+    )  # fmt: skip
+    stats = data.add_parser("stats", help="describe a prepared dataset directory")
+    stats.add_argument("dataset", type=Path, help="prepared dataset directory")
+    stats.add_argument("--json", action="store_true", help="print the figures as JSON")
 
     train = commands.add_parser("train", help="train a model and write a run directory")
     train.add_argument("--data", default="amazon-beauty", help="name, dataset dir or file")
@@ -125,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _configure_logging(quiet=getattr(args, "quiet", False))
     commands = {
-        "data": _prepare,
+        "data": _data,
         "train": _train,
         "evaluate": _evaluate,
         "reproduce": _reproduce,
@@ -138,13 +148,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _data(args: argparse.Namespace) -> int:
+    return _stats(args) if args.data_command == "stats" else _prepare(args)
+
+
 def _prepare(args: argparse.Namespace) -> int:
     from mrif.data.prepare import prepare_dataset
-    from mrif.data.registry import resolve_source
+    from mrif.data.registry import REGISTRY, prepare_registered
 
-    source = Path(args.source)
-    if not source.exists():
-        source = resolve_source(args.source)
     given = {
         "user": args.user_col,
         "item": args.item_col,
@@ -154,16 +165,52 @@ def _prepare(args: argparse.Namespace) -> int:
     columns: dict[str, str | None] = {k: v for k, v in given.items() if v is not None}
     if args.no_time:
         columns["timestamp"] = None
-    out = prepare_dataset(
-        source, args.out, fmt=args.fmt, columns=columns, k_core=args.k_core,
-        dedupe=args.dedupe, seed=args.seed, n_eval_negatives=args.negatives,
-        name=args.source if not Path(args.source).exists() else None, overwrite=args.overwrite,
-    )  # fmt: skip
+    common = {
+        "seed": args.seed,
+        "n_eval_negatives": args.negatives,
+        "overwrite": args.overwrite,
+        "skip_bad_lines": args.skip_bad_lines,
+    }
+    if not Path(args.source).exists() and args.source in REGISTRY:
+        entry = REGISTRY[args.source]
+        changed = [flag for flag, value in _recipe_flags(args) if value is not None]
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} would change the recipe of {entry.name} (format "
+                f"{entry.fmt}, k-core {entry.k_core}, dedupe {entry.dedupe}); to prepare it "
+                "differently, pass the raw file's path instead of the name"
+            )
+        out = prepare_registered(args.source, args.out, **common)
+    else:
+        out = prepare_dataset(
+            args.source, args.out, fmt=args.fmt, columns=columns, k_core=args.k_core,
+            dedupe=args.dedupe, **common,
+        )  # fmt: skip
     meta = json.loads((Path(out) / "meta.json").read_text())
+    skipped = meta["source"].get("n_bad_lines_skipped", 0)
     print(
         f"{out}: {meta['n_users']} users, {meta['n_items']} items, "
         f"{meta['n_interactions']} interactions, {meta['n_eval_users']} evaluated users"
+        + (f"; {skipped} bad lines skipped" if args.skip_bad_lines else "")
     )
+    return 0
+
+
+def _recipe_flags(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """Flags that set what a registered recipe fixes, each with its value or None if unset."""
+    return [
+        ("--format", args.fmt), ("--user-col", args.user_col), ("--item-col", args.item_col),
+        ("--time-col", args.time_col), ("--no-time", args.no_time or None),
+        ("--rating-col", args.rating_col), ("--k-core", args.k_core),
+        ("--dedupe", args.dedupe or None),
+    ]  # fmt: skip
+
+
+def _stats(args: argparse.Namespace) -> int:
+    from mrif.data.stats import dataset_stats, format_stats
+
+    stats = dataset_stats(args.dataset)
+    print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
     return 0
 
 

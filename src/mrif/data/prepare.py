@@ -17,13 +17,14 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Literal, TypedDict
 
 import numpy as np
 import polars as pl
 
 from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.kcore import kcore_filter
-from mrif.data.readers import detect_format, read_interactions, source_sha256
+from mrif.data.readers import detect_format, read_interactions_with_skips, source_sha256
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,8 @@ SORT_BY_TIME = "stable by timestamp, ties in file order"
 SORT_FILE_ORDER = "file order"
 SPLIT_RULE = "leave-one-out: last=test, second-to-last=valid"
 MIN_EVAL_LENGTH = 3  # train item + valid target + test target (PROTOCOL.md rule 7)
-_COLUMN_ROLES = {
+_ColumnArg = Literal["user_col", "item_col", "time_col", "rating_col"]
+_COLUMN_ROLES: dict[str, _ColumnArg] = {
     "user": "user_col",
     "item": "item_col",
     "timestamp": "time_col",
@@ -51,11 +53,12 @@ def prepare_dataset(
     n_eval_negatives: int = 100,
     name: str | None = None,
     overwrite: bool = False,
+    skip_bad_lines: bool = False,
 ) -> Path:
     """Read, filter, sort, remap, split and sample negatives; write the dataset to ``out_dir``.
 
     Args:
-        source: raw file (csv, tsv, parquet, sequence ``.txt``, RecBole ``.inter``; may be gzip).
+        source: raw file in any format of ``readers.py`` (may be gzip).
         out_dir: directory to create; an existing non-empty one needs ``overwrite=True``.
         fmt: format name, detected from the file name when None.
         columns: raw column names by role, keys ``user``, ``item``, ``timestamp``, ``rating``.
@@ -64,6 +67,9 @@ def prepare_dataset(
         seed: seed of the evaluation negatives (numpy PCG64).
         n_eval_negatives: negatives per evaluated user, drawn without replacement (rule 9).
         name: dataset name for meta.json; defaults to the file name without suffixes.
+        overwrite: replace a complete ``out_dir``.
+        skip_bad_lines: drop bad lines (line formats and sequence files) instead of failing
+            at the first; their count goes to meta.json (``source.n_bad_lines_skipped``).
 
     Note:
         Users are numbered 0.. by their first row in the file, items 1.. by first appearance
@@ -75,7 +81,9 @@ def prepare_dataset(
     _check_target(out_dir, overwrite)
     fmt = detect_format(source) if fmt is None else fmt
 
-    df = read_interactions(source, fmt=fmt, **_column_kwargs(columns))
+    df, skipped = read_interactions_with_skips(
+        source, fmt=fmt, skip_bad_lines=skip_bad_lines, **_column_kwargs(columns)
+    )
     n_rows = df.height
     has_time = df.schema["timestamp"] != pl.Null
     df = _sort_histories(df)
@@ -106,10 +114,13 @@ def prepare_dataset(
             "format": fmt,
             "sha256": source_sha256(source),
             "n_rows": n_rows,
+            "n_bad_lines_skipped": skipped.count,
+            "bad_line_examples": list(skipped.examples),
         },
         "recipe": {
             "k_core": k_core,
             "dedupe": dedupe,
+            "skip_bad_lines": skip_bad_lines,
             "sort": SORT_BY_TIME if has_time else SORT_FILE_ORDER,
         },
         "sampling_seed": seed,
@@ -207,13 +218,23 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         raise FileExistsError(f"out_dir {out_dir} exists and is not empty; pass overwrite=True")
 
 
-def _column_kwargs(columns: Mapping[str, str | None] | None) -> dict[str, str | None]:
+class _ColumnNames(TypedDict, total=False):
+    user_col: str | None
+    item_col: str | None
+    time_col: str | None
+    rating_col: str | None
+
+
+def _column_kwargs(columns: Mapping[str, str | None] | None) -> _ColumnNames:
     if columns is None:
         return {}
     unknown = sorted(set(columns) - set(_COLUMN_ROLES))
     if unknown:
         raise ValueError(f"columns keys must be among {sorted(_COLUMN_ROLES)}; got {unknown}")
-    return {_COLUMN_ROLES[role]: name for role, name in columns.items()}
+    names: _ColumnNames = {}
+    for role, name in columns.items():
+        names[_COLUMN_ROLES[role]] = name
+    return names
 
 
 def _sort_histories(df: pl.DataFrame) -> pl.DataFrame:

@@ -242,6 +242,8 @@ def test_pretrained_is_checked_against_the_run(
     assert "--pretrained applies to MRIF models only" in capsys.readouterr().err
     assert run_cli(*base, "--model", "mrif-attn", *FAST, "--dim", "16") == 2
     assert "has dim=8; this run needs dim=16" in capsys.readouterr().err
+    assert run_cli(*base, "--model", "mrif-attn", *FAST, "--activation", "gelu") == 2
+    assert "has activation=relu; this run needs activation=gelu" in capsys.readouterr().err
 
 
 def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys) -> None:

@@ -9,21 +9,16 @@ for significance tests) and ``train.log``. MRIF runs also keep their pre-trained
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import platform
 import shutil
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
 
 from mrif import __version__
 from mrif.config import RunConfig, TrainConfig
@@ -35,18 +30,36 @@ from mrif.models import build_model
 from mrif.models.base import SequentialRecommender
 from mrif.models.mrif import MRIF, PretrainingMissingError
 from mrif.models.sasrec import SASRec
+from mrif.run_checks import check_data_seed, check_device, check_pretrained_run, check_trainable
+from mrif.run_dir import (
+    TEST_RANKS,
+    WEIGHTS,
+    RunError,
+    check_out_dir,
+    load_extractor,
+    load_weights,
+    read_record,
+    replace_dir,
+    save_weights,
+    write_json,
+)
 from mrif.training import FitResult, evaluate_untrained, fit, seed_everything
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS = "weights.safetensors"
-TEST_RANKS = "test_ranks.parquet"
-"""Per evaluated user: sampled rank, number of sampled negatives, full-ranking rank."""
 PROTOCOLS = ("sampled", "full")
 
-
-class RunError(RuntimeError):
-    """A run directory that cannot be written or read."""
+__all__ = [
+    "PROTOCOLS",
+    "TEST_RANKS",
+    "WEIGHTS",
+    "RunError",
+    "evaluate_run",
+    "load_extractor",
+    "load_run",
+    "save_weights",
+    "train_run",
+]
 
 
 def train_run(
@@ -68,8 +81,8 @@ def train_run(
     run as a whole or not at all.
     """
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir, overwrite)
-    _check_device(config.train.device)
+    check_out_dir(out_dir, overwrite)
+    check_device(config.train.device)
     if pretrained is not None and not model_name.startswith("mrif"):
         raise RunError(f"--pretrained applies to MRIF models only; got --model {model_name}")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -83,28 +96,8 @@ def train_run(
     finally:
         logging.getLogger("mrif").removeHandler(log_handler)
         log_handler.close()
-    _replace_dir(work_dir, out_dir)
+    replace_dir(work_dir, out_dir)
     return metrics
-
-
-def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunError(f"--out {out_dir} exists and is not a directory")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        finished = (out_dir / "metrics.json").exists()
-        what = "already holds a finished run" if finished else "exists and is not empty"
-        raise RunError(f"--out {out_dir} {what}; choose another --out or pass --overwrite")
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``, replacing what was there only once ``new`` is complete."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        target.rename(old)
-    new.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _train_run(
@@ -122,11 +115,11 @@ def _train_run(
         torch.set_num_threads(train.threads)
     dataset_dir = resolve_dataset(data, seed=0 if data_seed is None else data_seed)
     dataset = PreparedDataset.load(dataset_dir)
-    _check_data_seed(dataset, data_seed)
-    _check_trainable(dataset)
+    check_data_seed(dataset, data_seed)
+    check_trainable(dataset)
     record = _run_record(model_name, data, dataset, config)
     record["pretrained"] = None if pretrained is None else str(Path(pretrained).resolve())
-    _write_json(out_dir / "config.json", record)
+    write_json(out_dir / "config.json", record)
     shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
 
     seed_everything(train.seed)
@@ -137,7 +130,7 @@ def _train_run(
     pretrain: FitResult | None = None
     if isinstance(model, MRIF):
         if pretrained is not None:
-            _check_pretrained_run(Path(pretrained), dataset, config)
+            check_pretrained_run(Path(pretrained), dataset, config)
             model.load_pretrained_extractor(load_extractor(Path(pretrained)))
         else:
             pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress)
@@ -203,7 +196,7 @@ def _train_run(
         "history": fitted.history,
         "environment": _environment(train.device),
     }
-    _write_json(out_dir / "metrics.json", metrics)
+    write_json(out_dir / "metrics.json", metrics)
     logger.info("test (sampled): %s", _format(test.metrics))
     logger.info("test (full ranking): %s", _format(test_full))
     return metrics
@@ -244,108 +237,6 @@ def _pretrain_extractor(
     return result
 
 
-def load_extractor(path: Path) -> dict[str, torch.Tensor]:
-    """The ``SequenceEncoder`` weights of a SASRec run directory or weights file."""
-    weights = path / WEIGHTS if path.is_dir() else path
-    if not weights.exists():
-        raise PretrainingMissingError(
-            f"pre-trained extractor not found: {weights} (expected a SASRec run directory or "
-            f"its {WEIGHTS})"
-        )
-    state = _load_weights(weights)
-    prefix = "encoder."
-    encoder = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not encoder:
-        raise PretrainingMissingError(f"{weights} holds no encoder weights")
-    return encoder
-
-
-def _load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(path)
-    except Exception as error:  # safetensors raises its own error types
-        raise RunError(f"{path}: not a readable safetensors weights file ({error})") from None
-
-
-def _check_pretrained_run(path: Path, dataset: PreparedDataset, config: RunConfig) -> None:
-    """A SASRec run used as MRIF's extractor must match the dataset and the encoder shape."""
-    record_path = path / "config.json"
-    if not path.is_dir() or not record_path.exists():
-        return  # a bare weights file: only its tensor shapes can be checked, at load time
-    record = _read_record(record_path)
-    if record.get("model") != "sasrec":
-        raise RunError(f"--pretrained {path} is a {record.get('model')} run; give a SASRec run")
-    theirs = record.get("dataset", {}).get("path")
-    if theirs != str(Path(dataset.path).resolve()):
-        raise RunError(f"--pretrained {path} was trained on {theirs}, not on {dataset.path}")
-    ours, their_model = config.model, record.get("config", {}).get("model", {})
-    for key in ("dim", "n_heads", "n_layers", "max_len"):
-        if their_model.get(key) != getattr(ours, key):
-            raise RunError(
-                f"--pretrained {path} has {key}={their_model.get(key)}; this run needs "
-                f"{key}={getattr(ours, key)}"
-            )
-    their_seed = record.get("config", {}).get("train", {}).get("seed")
-    if their_seed != config.train.seed:
-        warnings.warn(
-            f"--pretrained {path} used seed {their_seed}, this run uses seed "
-            f"{config.train.seed}; the run will not match one pre-trained inline",
-            stacklevel=2,
-        )
-
-
-def _check_data_seed(dataset: PreparedDataset, data_seed: int | None) -> None:
-    theirs = dataset.meta.get("sampling_seed")
-    if data_seed is not None and theirs != data_seed:
-        raise RunError(
-            f"{dataset.path} was prepared with sampling seed {theirs}; --data-seed {data_seed} "
-            "needs a dataset prepared with that seed (mrif data prepare --seed)"
-        )
-
-
-def _check_trainable(dataset: PreparedDataset) -> None:
-    """Fail before training on data that cannot give a meaningful run."""
-    if len(dataset.eval_users) == 0:
-        raise RunError(
-            f"{dataset.path}: no user has the 3 interactions leave-one-out needs; nothing to "
-            "validate or test"
-        )
-    if not (dataset.train_lengths >= 2).any():
-        raise RunError(
-            f"{dataset.path}: no user has 2 training items (after holding out validation and "
-            "test), so there is no next-item example to train on"
-        )
-    if not (dataset.n_negatives > 0).any():
-        raise RunError(f"{dataset.path}: no evaluated user has an evaluation negative")
-    full = [
-        u for u in range(dataset.n_users) if len(np.unique(dataset.history(u))) >= dataset.n_items
-    ]
-    if full:
-        raise RunError(
-            f"{dataset.path}: user {dataset.raw_users[full[0]]!r} (and {len(full) - 1} more) "
-            "interacted with every item, so no training negative can be drawn; drop such users"
-        )
-
-
-def _read_record(path: Path) -> dict[str, Any]:
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise RunError(f"{path}: cannot read run record ({error})") from None
-    for key in ("model", "dataset", "config"):
-        if key not in record:
-            raise RunError(f"{path}: run record lacks '{key}'")
-    return record
-
-
-def save_weights(model: SequentialRecommender, path: Path) -> None:
-    """Write the state dict as safetensors (written beside, then renamed: never half a file)."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    partial = path.with_suffix(".partial")
-    save_file(state, str(partial), metadata={"model": model.name, "mrif_version": __version__})
-    partial.replace(path)
-
-
 def load_run(
     run_dir: Path | str, device: str | None = None
 ) -> tuple[SequentialRecommender, PreparedDataset, RunConfig, dict[str, Any]]:
@@ -354,16 +245,16 @@ def load_run(
     record_path = run_dir / "config.json"
     if not (run_dir / "metrics.json").exists() or not (run_dir / WEIGHTS).exists():
         raise RunError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS})")
-    record = _read_record(record_path)
+    record = read_record(record_path)
     config = RunConfig.from_dict(record["config"], source=str(record_path))
     if device is not None:
         config = config.with_overrides({}, {"device": device})
-    _check_device(config.train.device)
+    check_device(config.train.device)
     if config.train.threads:  # the same thread count gives the same float reductions
         torch.set_num_threads(config.train.threads)
     dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
     model = build_model(record["model"], dataset.n_items, config.model, dataset.n_users)
-    model.load_state_dict(_load_weights(run_dir / WEIGHTS))
+    model.load_state_dict(load_weights(run_dir / WEIGHTS))
     model.to(config.train.device)
     return model, dataset, config, record
 
@@ -385,11 +276,6 @@ def evaluate_run(
         item_chunk=train.item_chunk, device=train.device,
     )  # fmt: skip
     return full_metrics_from_ranks(ranks)
-
-
-def _check_device(device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RunError("device is 'cuda' but torch sees no CUDA device; pass --device cpu")
 
 
 def _run_record(
@@ -433,12 +319,6 @@ def _attach_log(path: Path) -> logging.Handler:
     if package_logger.level == logging.NOTSET or package_logger.level > logging.INFO:
         package_logger.setLevel(logging.INFO)
     return handler
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
 
 
 def _format(metrics: dict[str, float]) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
 from mrif import reproduce as reproduce_module
 from mrif.cli import main
@@ -162,6 +163,27 @@ def test_parallel_jobs_give_the_same_runs_as_one_at_a_time(
         ours = json.loads((parallel / "runs" / f"{model}-s0" / "metrics.json").read_text())
         theirs = json.loads((serial / "runs" / f"{model}-s0" / "metrics.json").read_text())
         assert ours["test"] == theirs["test"]
+
+
+def test_a_run_failing_in_a_worker_process_is_reported(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    config = fast_config().with_overrides({}, {"threads": 1, "device": "cuda"})
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA to make the run fail")
+    with pytest.raises(RunError, match="pop seed 0: RunError: device is 'cuda'"):
+        reproduce(str(tiny_dataset_dir), ["pop", "bpr"], [0], tmp_path, config, jobs=2)
+
+
+def test_stale_work_directories_of_interrupted_runs_are_removed(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    stale = tmp_path / "runs" / ".pop-s0.abc123"
+    stale.mkdir(parents=True)
+    (stale / "train.log").write_text("interrupted\n")
+    reproduce(str(tiny_dataset_dir), ["pop"], [0], tmp_path, fast_config())
+    assert not stale.exists()
+    assert (tmp_path / "runs" / "pop-s0" / "metrics.json").exists()
 
 
 def test_plan_puts_sasrec_before_the_mrif_runs_that_need_it(tmp_path: Path) -> None:

@@ -9,13 +9,16 @@ SASRec training per MRIF variant.
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import json
 import logging
 import multiprocessing
 import os
+import queue
+import shutil
+import signal
 import time
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +102,9 @@ def reproduce(
     configs = {run: config.with_overrides({}, {"seed": run.seed}) for run in plan}
     finished = {run for run in plan if _reusable(run, configs[run], dataset_dir)}
     todo = [run for run in plan if run not in finished]
+    for run in todo:  # work directories of interrupted runs (see runs.train_run)
+        for stale in runs_dir.glob(f".{run.out_dir.name}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
     logger.info("reproduce: %d runs planned, %d reused, %d to train, %d at a time",
                 len(plan), len(finished), len(todo), jobs)  # fmt: skip
 
@@ -147,7 +153,12 @@ def _execute(
     finished: set[PlannedRun],
     tracker: _Progress,
 ) -> dict[PlannedRun, str]:
-    """Run ``todo`` respecting dependencies (an MRIF run waits for its SASRec run)."""
+    """Run ``todo`` respecting dependencies (an MRIF run waits for its SASRec run).
+
+    With ``jobs > 1`` each run gets its own worker process; an interrupt (Ctrl-C or SIGTERM)
+    stops the workers too, and their unfinished runs leave nothing behind but hidden work
+    directories, which the next reproduction removes.
+    """
     failed: dict[PlannedRun, str] = {}
     by_dir = {run.out_dir: run for run in list(finished) + todo}
     pending = list(todo)
@@ -155,53 +166,98 @@ def _execute(
     def dependency(run: PlannedRun) -> PlannedRun | None:
         return by_dir.get(run.pretrained) if run.pretrained is not None else None
 
-    def ready(run: PlannedRun) -> bool:
-        needed = dependency(run)
-        return needed is None or needed in finished
-
     def blocked(run: PlannedRun) -> str | None:
         needed = dependency(run)
         return None if needed is None or needed not in failed else f"{needed.label} failed"
 
-    context = multiprocessing.get_context("spawn")
-    pool = futures.ProcessPoolExecutor(jobs, mp_context=context) if jobs > 1 else None
-    running: dict[futures.Future[dict[str, Any]], PlannedRun] = {}
+    def record(run: PlannedRun, outcome: dict[str, Any] | None, error: str | None) -> None:
+        if error is None:
+            finished.add(run)
+        else:
+            failed[run] = error
+        tracker.finished(run, outcome, error)
+
+    workers = _Workers(jobs) if jobs > 1 else None
     try:
-        while pending or running:
+        while pending or (workers and workers.busy):
             for run in [r for r in pending if blocked(r)]:
-                failed[run] = f"skipped: {blocked(run)}"
                 pending.remove(run)
-                tracker.finished(run, None, failed[run])
-            startable = [r for r in pending if ready(r)][: jobs - len(running)]
-            for run in startable:
+                record(run, None, f"skipped: {blocked(run)}")
+            free = jobs - (workers.busy if workers else 0)
+            ready = [r for r in pending if dependency(r) in (None, *finished)][:free]
+            for run in ready:
                 pending.remove(run)
                 tracker.started(run)
                 args = (data, run, configs[run].to_dict(), data_seed)
-                if pool is None:
-                    future: futures.Future[dict[str, Any]] = futures.Future()
+                if workers is None:
                     try:
-                        future.set_result(_train_one(*args))
-                    except Exception as run_error:  # reported, the other runs go on
-                        future.set_exception(run_error)
+                        record(run, _train_one(*args), None)
+                    except Exception as error:  # reported; the other runs go on
+                        record(run, None, f"{type(error).__name__}: {error}")
                 else:
-                    future = pool.submit(_train_one, *args)
-                running[future] = run
-            if not running:
-                continue
-            done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
-            for future in done:
-                run = running.pop(future)
-                error = future.exception()
-                if error is None:
-                    finished.add(run)
-                    tracker.finished(run, future.result(), None)
-                else:
-                    failed[run] = f"{type(error).__name__}: {error}"
-                    tracker.finished(run, None, failed[run])
+                    workers.start(run, args)
+            if workers and workers.busy:
+                record(*workers.wait())
     finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+        if workers is not None:
+            workers.stop()
     return failed
+
+
+class _Workers:
+    """One spawned process per run, reporting through a queue."""
+
+    def __init__(self, jobs: int) -> None:
+        self.context = multiprocessing.get_context("spawn")
+        self.results = self.context.Queue()
+        self.running: dict[Path, tuple[PlannedRun, BaseProcess]] = {}
+        self.previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    @property
+    def busy(self) -> int:
+        return len(self.running)
+
+    def start(self, run: PlannedRun, args: tuple[Any, ...]) -> None:
+        process = self.context.Process(target=_worker, args=(self.results, *args))
+        process.start()
+        self.running[run.out_dir] = (run, process)
+
+    def wait(self) -> tuple[PlannedRun, dict[str, Any] | None, str | None]:
+        """Block until a run ends; a worker that dies without reporting is a failure too."""
+        while True:
+            try:
+                out_dir, outcome, error = self.results.get(timeout=5)
+            except queue.Empty:
+                for out_dir, (run, process) in list(self.running.items()):
+                    if process.exitcode is not None:
+                        del self.running[out_dir]
+                        return run, None, f"worker exited with code {process.exitcode}"
+                continue
+            run, process = self.running.pop(out_dir)
+            process.join()
+            return run, outcome, error
+
+    def stop(self) -> None:
+        for _, process in self.running.values():
+            process.terminate()
+        for _, process in self.running.values():
+            process.join()
+        self.running.clear()
+        signal.signal(signal.SIGTERM, self.previous_sigterm)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _worker(
+    results: Any, data: str, run: PlannedRun, config: dict[str, Any], seed: int | None
+) -> None:
+    """Body of a worker process: train one run and report how it ended."""
+    try:
+        results.put((run.out_dir, _train_one(data, run, config, seed), None))
+    except BaseException as error:  # reported to the parent, which decides what follows
+        results.put((run.out_dir, None, f"{type(error).__name__}: {error}"))
 
 
 def _train_one(

@@ -29,6 +29,8 @@ class BPR(SequentialRecommender):
 
     name = "bpr"
     uses_users = True
+    default_lr = 5e-3
+    """At 1e-3 BPR was still improving after 100 epochs on Beauty."""
 
     def __init__(self, n_items: int, n_users: int, config: ModelConfig) -> None:
         super().__init__()

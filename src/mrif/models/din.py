@@ -10,8 +10,10 @@ from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender
 from mrif.models.layers import init_weights
 
-ATTENTION_WIDTH = 16
-"""Hidden width of the activation unit that weighs each history item against the target."""
+ATTENTION_WIDTH = 8
+"""Hidden width of the activation unit that weighs each history item against the target. The
+unit runs once per (user, candidate, history item): its width sets the cost of evaluation,
+which for DIN outweighs training (100 candidates per user against 2 targets per step)."""
 TOWER_WIDTHS = (32, 16)
 """Hidden widths of the scoring MLP (the paper's 200-80 served far wider inputs; this MLP
 runs once per user and candidate, so its width sets the cost of full ranking)."""

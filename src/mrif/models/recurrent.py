@@ -31,6 +31,9 @@ class RecurrentRecommender(SequentialRecommender):
         padding changes nothing (histories are right-aligned before the network reads them).
     """
 
+    default_lr = 2e-3
+    """At 1e-3 both cells were still improving after 100 epochs on Beauty."""
+
     def __init__(self, n_items: int, config: ModelConfig, cell: str) -> None:
         super().__init__()
         if cell not in CELLS:

@@ -29,8 +29,9 @@ class BPR(SequentialRecommender):
 
     name = "bpr"
     uses_users = True
-    default_lr = 5e-3
-    """At 1e-3 BPR was still improving after 100 epochs on Beauty."""
+    default_lr = 1e-3
+    """At 5e-3 BPR fits its training pairs within a few epochs and stops at a lower validation
+    score (Beauty, seed 0: hit@10 0.320 against 0.356 at 1e-3, still rising at epoch 100)."""
 
     def __init__(self, n_items: int, n_users: int, config: ModelConfig) -> None:
         super().__init__()

@@ -207,7 +207,7 @@ def test_markdown_table_bolds_the_best_and_underlines_the_best_baseline() -> Non
     table = markdown_table(summary, ("hit@10",))
     line = next(row for row in table.splitlines() if "hit@10 |" in row)
     cells = [cell.strip() for cell in line.split("|")[2:-1]]
-    assert cells == ["0.3000 ± 0.0000", "<u>0.4500 ± 0.0100</u>", "**0.5000 ± 0.0200**"]
+    assert cells == ["0.3000", "<u>0.4500 ± 0.0100</u>", "**0.5000 ± 0.0200**"]
 
 
 def test_per_user_metrics_follow_rule_12() -> None:

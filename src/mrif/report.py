@@ -101,8 +101,9 @@ def markdown_table(
         best, best_baseline = _leaders(summary, key)
         cells = []
         for model in models:
-            mean, std, _ = summary[model][key]
-            cell = f"{mean:.4f} ± {std:.4f}"
+            mean, std, n_runs = summary[model][key]
+            # One run has no spread to show; "± 0.0000" would claim one.
+            cell = f"{mean:.4f} ± {std:.4f}" if n_runs > 1 else f"{mean:.4f}"
             if model == best:
                 cell = f"**{cell}**"
             if model == best_baseline:
@@ -110,7 +111,7 @@ def markdown_table(
             cells.append(cell)
         lines.append(f"| {key} | " + " | ".join(cells) + " |")
     runs = ", ".join(f"{m} {summary[m][keys[0]][2]}" for m in models)
-    lines += ["", f"Mean ± sample standard deviation over runs ({runs})."]
+    lines += ["", f"Mean ± sample standard deviation over runs ({runs}); one run: its value."]
     return "\n".join(lines) + "\n"
 
 

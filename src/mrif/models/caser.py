@@ -9,7 +9,7 @@ from torch import nn
 from mrif import PAD_ID
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender, require_users
-from mrif.models.layers import init_weights
+from mrif.models.layers import init_weights, score_candidates, score_steps
 
 MARKOV_ORDER = 5
 """Items in each convolution window (the paper's L)."""
@@ -80,10 +80,8 @@ class Caser(SequentialRecommender):
         self, item_seq: torch.Tensor, targets: torch.Tensor, users: torch.Tensor | None = None
     ) -> torch.Tensor:
         states = self._states(item_seq, require_users(self, users))  # (B, L, 2D)
-        if targets.dim() == 3:
-            states = states.unsqueeze(2)
-        weights = self.output_embedding(targets)
-        return (states * weights).sum(-1) + self.output_bias(targets).squeeze(-1)
+        scores = score_steps(states, self.output_embedding(targets))
+        return scores + self.output_bias(targets).squeeze(-1)
 
     def candidate_scores(
         self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None
@@ -91,8 +89,5 @@ class Caser(SequentialRecommender):
         # Only the newest window matters: score from the last MARKOV_ORDER items alone.
         newest = item_seq[:, -MARKOV_ORDER:]
         state = self._states(newest, require_users(self, users))[:, -1]  # (B, 2D)
-        weights = self.output_embedding(candidates)
-        bias = self.output_bias(candidates).squeeze(-1)
-        if candidates.dim() == 1:
-            return state @ weights.T + bias
-        return torch.einsum("bd,bcd->bc", state, weights) + bias
+        scores = score_candidates(state, self.output_embedding(candidates))
+        return scores + self.output_bias(candidates).squeeze(-1)

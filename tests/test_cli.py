@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -261,6 +265,8 @@ def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys
     [
         ("--lr", "nan", "lr must be >= 1e-12; got nan"),
         ("--seed", "-1", "seed must be in [0, 4294967295]; got -1"),
+        ("--norm", "middle", "norm must be one of ('post', 'pre'); got 'middle'"),
+        ("--positions", "random", "positions must be one of ('forward', 'backward')"),
     ],
 )
 def test_non_finite_or_negative_values_fail_up_front(
@@ -269,3 +275,37 @@ def test_non_finite_or_negative_values_fail_up_front(
     assert run_cli("train", "--data", tiny_dataset_dir, "--out", tmp_path / "r", flag, value) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_switch_flag_takes_on_or_off_only(tiny_dataset_dir, tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        run_cli("train", "--data", tiny_dataset_dir, "--out", tmp_path / "r",
+                "--embedding-norm", "maybe")  # fmt: skip
+    assert "--embedding-norm: expected on or off; got 'maybe'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_sigterm_stops_training_with_one_line_and_leaves_nothing(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    command = [
+        sys.executable, "-c", "import sys; from mrif.cli import main; sys.exit(main())",
+        "train", "--data", str(tiny_dataset_dir), "--model", "sasrec", "--dim", "8",
+        "--max-len", "8", "--epochs", "100000", "--patience", "100000", "--quiet",
+        "--out", str(runs / "sasrec"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any("epoch 2/" in log.read_text() for log in runs.glob(".sasrec.*/train.log")):
+        assert process.poll() is None and time.monotonic() < deadline, "training never started"
+        time.sleep(0.1)
+
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 130
+    assert stderr.strip().splitlines()[-1] == "mrif: interrupted"
+    assert "Traceback" not in stderr
+    assert list(runs.iterdir()) == []  # the work directory went with the run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,9 @@ CONFIG = ModelConfig(dim=16, n_heads=2, dropout=0.0, max_len=12)
 HISTORY_FREE = ("pop", "bpr", "ncf")
 """Models whose scores ignore the history (POP counts, BPR and NCF factorise user x item)."""
 TRAINABLE = tuple(name for name in MODEL_NAMES if name != "pop")
+PRE_NORM = dataclasses.replace(CONFIG, norm="pre", embedding_norm=True)
+"""The encoder options other than the paper's: pre-norm layers, a LayerNorm on the embeddings."""
+ENCODER_VARIANTS = [("sasrec", PRE_NORM), ("mrif-attn", PRE_NORM)]
 
 
 def users_for(batch: int) -> torch.Tensor:
@@ -62,14 +67,22 @@ def random_history(batch: int, length: int, generator: torch.Generator) -> torch
     return seq.masked_fill(is_pad, 0)
 
 
-@pytest.fixture(params=MODEL_NAMES)
+@pytest.fixture(
+    params=[(name, CONFIG) for name in MODEL_NAMES] + ENCODER_VARIANTS,
+    ids=list(MODEL_NAMES) + [f"{name}-pre-norm" for name, _ in ENCODER_VARIANTS],
+)
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
-    return make_model(request.param)
+    name, config = request.param
+    return make_model(name, config=config)
 
 
-@pytest.fixture(params=TRAINABLE)
+@pytest.fixture(
+    params=[(name, CONFIG) for name in TRAINABLE] + ENCODER_VARIANTS,
+    ids=list(TRAINABLE) + [f"{name}-pre-norm" for name, _ in ENCODER_VARIANTS],
+)
 def trainable(request: pytest.FixtureRequest) -> torch.nn.Module:
-    return make_model(request.param)
+    name, config = request.param
+    return make_model(name, config=config)
 
 
 def test_output_shapes(model: torch.nn.Module) -> None:
@@ -121,6 +134,19 @@ def test_one_pass_equals_scoring_each_prefix(model: torch.nn.Module) -> None:
                 users[row : row + 1],
             )
             torch.testing.assert_close(one_pass[row, step], alone[0, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_backward_positions_break_rule_22() -> None:
+    """``positions="backward"`` (array slots read from the right, for diagnosis only) gives
+    a step another score in one pass than alone: the reason it is never the default."""
+    model = make_model("sasrec", config=dataclasses.replace(CONFIG, positions="backward"))
+    seq = torch.arange(1, 7)[None]
+    targets = torch.arange(2, 8)[None]
+    one_pass = model.step_scores(seq, targets)
+    alone = model.candidate_scores(seq[:, :3], targets[:, 2:3])
+    assert not torch.allclose(one_pass[0, 2], alone[0, 0], atol=1e-3)
+    # the newest step is the same either way: its slot is 1 both times
+    torch.testing.assert_close(one_pass[0, 5], model.candidate_scores(seq, targets[:, 5:6])[0, 0])
 
 
 def test_b09_no_leakage_from_later_items(model: torch.nn.Module) -> None:
@@ -209,7 +235,7 @@ def test_save_and_load_give_identical_scores(model: torch.nn.Module, tmp_path) -
     seq = random_history(4, 8, gen)
     items = torch.arange(1, N_ITEMS + 1)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp_path / "w.st")
-    fresh = build_model(model.name, N_ITEMS, CONFIG, N_USERS).eval()
+    fresh = build_model(model.name, N_ITEMS, model.config, N_USERS).eval()
     fresh.load_state_dict(load_file(tmp_path / "w.st"))
     users = users_for(4)
     assert torch.equal(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mrif import __version__
 from mrif.config import ConfigError, RunConfig, load_config
+from mrif.interrupts import sigterm_as_interrupt
 from mrif.models import MODEL_NAMES
 
 logger = logging.getLogger("mrif")
@@ -28,6 +29,9 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--window": ("model", "window", int),
     "--ffn-mult": ("model", "ffn_mult", int),
     "--activation": ("model", "activation", str),
+    "--norm": ("model", "norm", str),
+    "--embedding-norm": ("model", "embedding_norm", bool),
+    "--positions": ("model", "positions", str),
     "--lr": ("train", "lr", float),
     "--batch-size": ("train", "batch_size", int),
     "--epochs": ("train", "epochs", int),
@@ -117,7 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     for flag, (_, name, kind) in CONFIG_FLAGS.items():
         if flag not in skip:
-            parser.add_argument(flag, type=kind, dest=f"set_{name}", help=f"overrides {name}")
+            parse = _parse_switch if kind is bool else kind
+            parser.add_argument(flag, type=parse, dest=f"set_{name}", help=f"overrides {name}")
+
+
+def _parse_switch(text: str) -> bool:
+    """``on``/``true``/``1`` or ``off``/``false``/``0`` for a yes-or-no config flag."""
+    words = {"on": True, "true": True, "1": True, "off": False, "false": False, "0": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError(f"expected on or off; got {text!r}")
+    return words[text.lower()]
 
 
 def _config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -142,7 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "report": _report,
     }
     try:
-        return commands[args.command](args)
+        with sigterm_as_interrupt():
+            return commands[args.command](args)
+    except KeyboardInterrupt:
+        print("mrif: interrupted", file=sys.stderr)
+        return 130
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError, OSError) as error:
         print(f"mrif: error: {error}", file=sys.stderr)
         return 2

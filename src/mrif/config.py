@@ -16,6 +16,8 @@ from typing import Any
 
 DEVICES = ("cpu", "cuda")
 ACTIVATIONS = ("relu", "gelu")
+NORM_PLACEMENTS = ("post", "pre")
+POSITION_SCHEMES = ("forward", "backward")
 LOSSES = ("bce",)
 SELECTION_METRICS = ("ndcg@10", "hit@10", "ndcg@5", "hit@5", "mrr", "auc", "gauc")
 
@@ -45,6 +47,16 @@ class ModelConfig:
         ffn_mult: inner width of the transformer feed-forward network, as a multiple of
             ``dim`` (the paper does not say; 1 keeps eq. 6 at width D).
         activation: feed-forward non-linearity, ``relu`` (paper) or ``gelu``.
+        norm: where each transformer layer normalises: ``post`` (MRIF paper eq. 5-6, after
+            each residual sum) or ``pre`` (SASRec paper: ``x + Dropout(f(LN(x)))``, with a
+            final LayerNorm on the output).
+        embedding_norm: LayerNorm on the summed item and position embeddings before dropout
+            (BERT-style; neither paper has it).
+        positions: how position ids count: ``forward`` from the oldest item (rule 22 holds),
+            or ``backward`` from the newest item of the whole input row, as array slots of a
+            left-padded batch do in public SASRec code. ``backward`` lets each training step
+            see how many items follow it, so one training pass no longer equals scoring each
+            prefix (it breaks rule 22); it exists to measure that effect, never for results.
     """
 
     dim: int = 64
@@ -56,6 +68,9 @@ class ModelConfig:
     window: int = 3
     ffn_mult: int = 1
     activation: str = "relu"
+    norm: str = "post"
+    embedding_norm: bool = False
+    positions: str = "forward"
 
     def __post_init__(self) -> None:
         _check_range("dim", self.dim, 1)
@@ -72,6 +87,12 @@ class ModelConfig:
         _check_range("ffn_mult", self.ffn_mult, 1)
         if self.activation not in ACTIVATIONS:
             raise ConfigError(f"activation must be one of {ACTIVATIONS}; got {self.activation!r}")
+        if self.norm not in NORM_PLACEMENTS:
+            raise ConfigError(f"norm must be one of {NORM_PLACEMENTS}; got {self.norm!r}")
+        if self.positions not in POSITION_SCHEMES:
+            raise ConfigError(
+                f"positions must be one of {POSITION_SCHEMES}; got {self.positions!r}"
+            )
 
     @property
     def half_window(self) -> int:

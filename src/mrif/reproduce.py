@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from mrif.config import RunConfig
 from mrif.data.registry import resolve_dataset
+from mrif.interrupts import raise_keyboard_interrupt
 from mrif.models import MODEL_NAMES, MRIF_NAMES
 from mrif.report import write_report
 from mrif.runs import RunError, train_run
@@ -211,7 +212,7 @@ class _Workers:
         self.context = multiprocessing.get_context("spawn")
         self.results = self.context.Queue()
         self.running: dict[Path, tuple[PlannedRun, BaseProcess]] = {}
-        self.previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self.previous_sigterm = signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
 
     @property
     def busy(self) -> int:
@@ -246,14 +247,11 @@ class _Workers:
         signal.signal(signal.SIGTERM, self.previous_sigterm)
 
 
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def _worker(
     results: Any, data: str, run: PlannedRun, config: dict[str, Any], seed: int | None
 ) -> None:
     """Body of a worker process: train one run and report how it ended."""
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # stop() cleans up, not a kill
     try:
         results.put((run.out_dir, _train_one(data, run, config, seed), None))
     except BaseException as error:  # reported to the parent, which decides what follows

@@ -12,7 +12,16 @@ from mrif.config import ModelConfig, RunConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.run_dir import RunError, read_record
 
-ENCODER_FIELDS = ("dim", "n_heads", "n_layers", "max_len", "ffn_mult", "activation")
+ENCODER_FIELDS = (
+    "dim",
+    "n_heads",
+    "n_layers",
+    "max_len",
+    "ffn_mult",
+    "activation",
+    "norm",
+    "embedding_norm",
+)
 """Model fields that shape the transformer encoder MRIF takes from a SASRec run."""
 
 

@@ -40,6 +40,23 @@ def forward_positions(item_seq: torch.Tensor) -> torch.Tensor:
     return torch.cumsum(is_item, dim=1) * is_item
 
 
+def backward_positions(item_seq: torch.Tensor) -> torch.Tensor:
+    """Position ids counted from the newest item of each row: ..., 2, 1, and 0 on padding.
+
+    These are the array slots of a left-padded row read from the right. A training step then
+    knows how many items of the row follow it, which scoring its prefix alone cannot know, so
+    this breaks rule 22; see ``ModelConfig.positions``.
+
+    Args:
+        item_seq: (B, L) left-padded item ids.
+
+    Returns:
+        (B, L) position ids.
+    """
+    is_item = item_seq != PAD_ID
+    return is_item.flip(1).cumsum(dim=1).flip(1) * is_item
+
+
 def causal_attention_mask(item_seq: torch.Tensor) -> torch.Tensor:
     """Boolean mask, True where query step t may attend to key step s.
 
@@ -62,10 +79,12 @@ def causal_attention_mask(item_seq: torch.Tensor) -> torch.Tensor:
 
 
 class TransformerBlock(nn.Module):
-    """One post-norm transformer layer, MRIF paper eq. (5)-(6).
+    """One transformer layer: post-norm as in MRIF paper eq. (5)-(6), or pre-norm.
 
-    ``SA(X) = LN(Dropout(MultiHead(X)) + X)`` then ``LN(Dropout(FFN(SA)) + SA)`` with a
-    two-layer feed-forward network of inner width ``ffn_mult * D`` (ReLU or GELU).
+    Post-norm: ``SA(X) = LN(Dropout(MultiHead(X)) + X)`` then ``LN(Dropout(FFN(SA)) + SA)``.
+    Pre-norm (SASRec paper, section III-B): ``X + Dropout(MultiHead(LN(X)))`` then the same
+    for the FFN. The feed-forward network has two layers of inner width ``ffn_mult * D``
+    (ReLU or GELU).
 
     Note:
         Attention scores are scaled by sqrt(D / H) per head, as in Vaswani et al.; the paper's
@@ -73,10 +92,17 @@ class TransformerBlock(nn.Module):
     """
 
     def __init__(
-        self, dim: int, n_heads: int, dropout: float, ffn_mult: int = 1, activation: str = "relu"
+        self,
+        dim: int,
+        n_heads: int,
+        dropout: float,
+        ffn_mult: int = 1,
+        activation: str = "relu",
+        pre_norm: bool = False,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.pre_norm = pre_norm
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -91,8 +117,15 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, can_attend: torch.Tensor) -> torch.Tensor:
         """x: (B, L, D); can_attend: (B, 1, L, L) bool. Returns (B, L, D)."""
-        batch, seq_len, dim = x.shape
+        if self.pre_norm:
+            x = x + self.drop(self._attend(self.attn_norm(x), can_attend))
+            return x + self.drop(self.ffn(self.ffn_norm(x)))
+        x = self.attn_norm(x + self.drop(self._attend(x, can_attend)))
+        return self.ffn_norm(x + self.drop(self.ffn(x)))
 
+    def _attend(self, x: torch.Tensor, can_attend: torch.Tensor) -> torch.Tensor:
+        """Multi-head causal self-attention with its output projection; (B, L, D)."""
+        batch, seq_len, dim = x.shape
         q, k, v = self.qkv(x).split(dim, dim=-1)
         q, k, v = (
             t.view(batch, seq_len, self.n_heads, dim // self.n_heads).transpose(1, 2)
@@ -102,9 +135,7 @@ class TransformerBlock(nn.Module):
             q, k, v, attn_mask=can_attend, dropout_p=self.dropout if self.training else 0.0
         )
         attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)  # (B, L, D)
-        x = self.attn_norm(x + self.drop(self.attn_out(attended)))
-
-        return self.ffn_norm(x + self.drop(self.ffn(x)))
+        return self.attn_out(attended)
 
 
 INIT_STD = 0.02
@@ -136,15 +167,23 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         dim = config.dim
         self.max_len = config.max_len
+        self.positions = backward_positions if config.positions == "backward" else forward_positions
         self.item_embedding = nn.Embedding(n_items + 1, dim, padding_idx=PAD_ID)
         self.position_embedding = nn.Embedding(config.max_len + 1, dim, padding_idx=0)
         self.embedding_dropout = nn.Dropout(config.dropout)
+        self.embedding_norm = nn.LayerNorm(dim) if config.embedding_norm else nn.Identity()
         self.layers = nn.ModuleList(
             TransformerBlock(
-                dim, config.n_heads, config.dropout, config.ffn_mult, config.activation
-            )
+                dim,
+                config.n_heads,
+                config.dropout,
+                config.ffn_mult,
+                config.activation,
+                pre_norm=config.norm == "pre",
+            )  # fmt: skip
             for _ in range(config.n_layers)
         )
+        self.output_norm = nn.LayerNorm(dim) if config.norm == "pre" else nn.Identity()
         self.apply(init_weights)
         with torch.no_grad():
             self.item_embedding.weight[PAD_ID].zero_()
@@ -158,13 +197,13 @@ class SequenceEncoder(nn.Module):
             )
         is_item = (item_seq != PAD_ID).unsqueeze(-1)  # (B, L, 1)
 
-        x = self.item_embedding(item_seq) + self.position_embedding(forward_positions(item_seq))
-        x = self.embedding_dropout(x) * is_item
+        x = self.item_embedding(item_seq) + self.position_embedding(self.positions(item_seq))
+        x = self.embedding_dropout(self.embedding_norm(x)) * is_item
 
         can_attend = causal_attention_mask(item_seq)
         for layer in self.layers:
             x = layer(x, can_attend) * is_item
-        return x
+        return self.output_norm(x) * is_item
 
 
 def score_steps(states: torch.Tensor, target_emb: torch.Tensor) -> torch.Tensor:

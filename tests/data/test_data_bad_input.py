@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from mrif.data.checks import DataFormatError, SkippedLines
@@ -344,13 +345,141 @@ def test_truncated_gzip_table_names_the_line(tmp_path):
     assert info.value.line is not None and 1 < info.value.line < 20_001
 
 
-def test_tables_do_not_skip_yet(tmp_path):
+# Tables: the same rules, four rows of which the third is bad (line 4 of a text table).
+TABLES = {
+    "csv": ("log.csv", ","),
+    "tsv": ("log.tsv", "\t"),
+    "recbole": ("log.inter", "\t"),
+    "csv.gz": ("log.csv.gz", ","),
+}
+TABLE_ROWS = [("u0", "a", "1", "5"), ("u1", "b", "2", "4"), None, ("u2", "c", "3", "3")]
+BAD_TABLE_ROWS = [
+    (("", "x", "9", "5"), "empty user id"),
+    (("u9", "", "9", "5"), "empty item id"),
+    (("u9", "x", "", "5"), "empty timestamp"),
+    (("u9", "x", "yesterday", "5"), "unparsable timestamp (expected unix seconds): 'yesterday'"),
+    (("u9", "x", "-1", "5"), "timestamp out of range (unix seconds must be in [0, "),
+    (("u9", "x", "4102444800", "5"), "1970 to 2100 UTC; a value past 2100 is usually"),
+    (("u9", "x", "9", "five"), "unparsable rating: 'five'"),
+]
+
+
+def write_table(tmp_path: Path, layout: str, bad: tuple[str, ...]) -> Path:
+    name, separator = TABLES[layout]
+    header = ["user", "item", "timestamp", "rating"]
+    if layout == "recbole":
+        header = ["user_id:token", "item_id:token", "timestamp:float", "rating:float"]
+    rows = [separator.join(header)] + [separator.join(row or bad) for row in TABLE_ROWS]
+    data = ("\n".join(rows) + "\n").encode()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    return path
+
+
+@pytest.mark.parametrize("layout", list(TABLES))
+@pytest.mark.parametrize(("bad", "reason"), BAD_TABLE_ROWS)
+def test_bad_table_row_names_file_line_reason_or_is_skipped(tmp_path, layout, bad, reason):
+    path = write_table(tmp_path, layout, bad)
+    with pytest.raises(DataFormatError) as info:
+        read_interactions(path)
+    assert (info.value.path, info.value.line) == (str(path), 4)
+    assert reason in info.value.reason
+
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        df, skipped = read_interactions_with_skips(path, skip_bad_lines=True)
+    assert df["user"].to_list() == ["u0", "u1", "u2"]
+    assert df["timestamp"].to_list() == [1, 2, 3] and df["timestamp"].dtype == pl.Int64
+    assert df["order"].to_list() == [0, 1, 2]
+    assert skipped.count == 1
+    assert skipped.examples[0].startswith("line 4: ") and reason in skipped.examples[0]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("user", None, "empty user id"),
+        ("item", "", "empty item id: ''"),
+        ("timestamp", None, "unparsable timestamp"),
+        ("timestamp", 4102444800, "timestamp out of range"),
+    ],
+)
+def test_bad_parquet_row_is_named_by_row_number_or_skipped(tmp_path, column, value, reason):
+    frame = {
+        "user": ["u0", "u1", "u9", "u2"],
+        "item": ["a", "b", "x", "c"],
+        "timestamp": [1, 2, 9, 3],
+    }
+    frame[column][2] = value
+    path = tmp_path / "log.parquet"
+    pl.DataFrame(frame).write_parquet(path)
+    with pytest.raises(DataFormatError) as info:
+        read_interactions(path)
+    assert info.value.line == 3 and reason in info.value.reason  # row 3, counting from 1
+
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        df, skipped = read_interactions_with_skips(path, skip_bad_lines=True)
+    assert df["user"].to_list() == ["u0", "u1", "u2"]
+    assert skipped.count == 1 and skipped.examples[0].startswith(f"line 3: {reason}")
+
+
+def test_skipping_table_lines_the_parser_cannot_split(tmp_path):
+    """Lines with too many fields or bytes that are not UTF-8 are dropped before the scan;
+    a bad value after them is still reported at its own line."""
     path = tmp_path / "log.csv"
-    path.write_text("user,item,timestamp\nu,a,1\n")
-    with pytest.raises(
-        NotImplementedError, match="skip_bad_lines is not implemented for fmt='csv'"
-    ):
+    path.write_bytes(
+        b"user,item,timestamp\n"  # line 1
+        b"u0,a,1\n"
+        b"u1,b,2,extra\n"  # line 3: four fields
+        b"u2,c,3\n"
+        b"\xff\xfe,d,4\n"  # line 5: not UTF-8
+        b'u3,"e,5\n'  # line 6: an unclosed quote swallows the comma
+        b"u4,,6\n"  # line 7: empty item id
+        b"u5,f,7\n"
+    )
+    with pytest.raises(DataFormatError) as info:
+        read_interactions(path)
+    assert info.value.line == 3 and info.value.reason.startswith("cannot parse as csv (")
+
+    with pytest.warns(UserWarning, match="skipped 4 bad line"):
+        df, skipped = read_interactions_with_skips(path, skip_bad_lines=True)
+    assert df["user"].to_list() == ["u0", "u2", "u5"]
+    assert df["timestamp"].to_list() == [1, 3, 7]
+    assert [example.split(":")[0] for example in skipped.examples] == [
+        "line 3",
+        "line 5",
+        "line 6",
+        "line 7",
+    ]
+    assert "expected 3 fields separated by ',' (as in the header); got 4" in skipped.examples[0]
+    assert "not UTF-8 text" in skipped.examples[1]
+    assert skipped.examples[3] == "line 7: empty item id"
+
+
+def test_a_line_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "log.tsv"
+    path.write_bytes(b"user\titem\ttimestamp\nu0\ta\t1\nu1\t\xe9\t2\n")
+    with pytest.raises(DataFormatError, match=r"log\.tsv, line 3: cannot parse as tsv"):
+        read_interactions(path)
+
+
+def test_skipping_tables_ignores_blank_lines_and_keeps_whole_seconds(tmp_path):
+    # The first value does not decide the column's kind when it is itself the bad one.
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\nu0,a,yesterday\n\nu1,b,5\n,,\nu2,c,6\n")
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        df, skipped = read_interactions_with_skips(path, skip_bad_lines=True)
+    assert df["timestamp"].to_list() == [5, 6] and df["timestamp"].dtype == pl.Int64
+    assert skipped.examples == (
+        "line 2: unparsable timestamp (expected unix seconds): 'yesterday'",
+    )
+
+
+def test_a_table_whose_every_row_is_bad_is_an_error_even_when_skipping(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("user,item,timestamp\n,a,1\nu,b,-5\n")
+    with pytest.raises(DataFormatError) as info:
         read_interactions(path, skip_bad_lines=True)
+    assert info.value.reason.startswith("no interactions: every line is bad (skipped 2 bad")
 
 
 def test_sequence_files_skip_users_without_items(tmp_path):

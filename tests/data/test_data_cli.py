@@ -76,11 +76,23 @@ def test_prepare_skip_bad_lines_prints_and_records_the_count(tmp_path, capsys):
     assert meta["recipe"]["skip_bad_lines"] is True
 
 
-def test_prepare_skip_bad_lines_on_a_table_says_it_is_not_built(tmp_path, capsys):
+def test_prepare_skip_bad_lines_on_a_table(tmp_path, capsys):
     source = tmp_path / "log.csv"
-    source.write_text("user,item,timestamp\nu1,a,1\n")
-    assert run_cli("data", "prepare", source, "--out", tmp_path / "ds", "--skip-bad-lines") == 2
-    assert "skip_bad_lines is not implemented for fmt='csv'" in capsys.readouterr().err
+    rows = [f"u{n % 3},i{n},{100 + n}" for n in range(12)]
+    rows[4] = "u1,i4,not-a-time"
+    rows[7] = "u2,i7,100,surplus"
+    source.write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    assert run_cli("data", "prepare", source, "--out", tmp_path / "strict") == 2
+    # A line the parser cannot split stops the read before any value is checked.
+    assert f"{source}, line 9: cannot parse as csv" in capsys.readouterr().err
+
+    out = tmp_path / "ds"
+    assert run_cli("data", "prepare", source, "--out", out, "--skip-bad-lines") == 0
+    # u1 loses two rows (lines 6 and 9) and is left with two: train-only.
+    assert "10 interactions, 2 evaluated users; 2 bad lines skipped" in capsys.readouterr().out
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["source"]["n_bad_lines_skipped"] == 2 and meta["source"]["n_rows"] == 10
+    assert [e.split(":")[0] for e in meta["source"]["bad_line_examples"]] == ["line 6", "line 9"]
 
 
 def test_prepare_a_registered_name_applies_its_recipe(tmp_path, offline, capsys):

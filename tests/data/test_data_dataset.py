@@ -64,6 +64,6 @@ def test_missing_file_names_the_path(prepared):
 def test_format_version_mismatch_names_the_path(prepared):
     meta_path = prepared / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "format_version": 2}))
-    with pytest.raises(ValueError, match=r"prepared/meta\.json: format_version must be 1; got 2"):
+    meta_path.write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(ValueError, match=r"prepared/meta\.json: format_version must be 2; got 1"):
         PreparedDataset.load(prepared)

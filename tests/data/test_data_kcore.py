@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mrif.data.kcore import kcore_filter
+from mrif.data.kcore import kcore_filter, kcore_mask
 
 
 def one_pass(pairs: list[tuple[str, str]], k: int, sides: tuple[int, int]) -> list:
@@ -75,3 +75,13 @@ def test_kcore_counts_repeated_events_and_keeps_order():
 def test_kcore_rejects_bad_k(k):
     with pytest.raises(ValueError, match="k must be a positive integer"):
         kcore_filter(frame([("u", "a")]), k)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kcore_mask_on_sparse_codes_matches_the_reference(seed):
+    rng = np.random.default_rng(seed)
+    users, items = rng.integers(0, 30, size=200) * 7, rng.integers(0, 20, size=200) * 1000
+    pairs = [(f"u{u}", f"i{i}") for u, i in zip(users, items, strict=True)]
+    expected = reference_kcore(pairs, 3, users_first=True)
+    keep = kcore_mask(users, items, 3)
+    assert [pair for pair, kept in zip(pairs, keep, strict=True) if kept] == expected

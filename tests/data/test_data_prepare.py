@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from mrif.data.dataset import PreparedDataset
-from mrif.data.prepare import draw_eval_negatives, prepare_dataset
+from mrif.data.prepare import prepare_dataset
 
 # Tiny catalogues leave most users short of 100 unseen items; B06 checks that warning.
 pytestmark = pytest.mark.filterwarnings("ignore:.*whole unseen pool is used:UserWarning")
@@ -111,23 +111,6 @@ def test_b06_eval_negatives_exactly_the_unseen_pool(tmp_path):
         assert ds.n_negatives.tolist() == [100, 5]
         assert not ds.negatives[1, 5:].any()
         assert ds.meta["n_short_negative_users"] == 1
-
-
-def test_eval_negatives_match_slow_reference():
-    rng = np.random.default_rng(3)
-    n_items, histories = 50, [rng.integers(1, 51, size=rng.integers(1, 45)) for _ in range(40)]
-    offsets = np.concatenate([[0], np.cumsum([h.size for h in histories])])
-    values = np.concatenate(histories)
-    users = np.arange(len(histories))
-
-    fast = draw_eval_negatives(offsets, values, users, n_items, 10, seed=11)
-
-    slow_rng = np.random.Generator(np.random.PCG64(11))
-    for history, negatives in zip(histories, fast, strict=True):
-        pool = np.setdiff1d(np.arange(1, n_items + 1), history)
-        if pool.size > 10:
-            pool = np.sort(pool[slow_rng.choice(pool.size, size=10, replace=False)])
-        assert negatives.tolist() == pool.tolist()
 
 
 def test_negatives_deterministic_per_seed(tmp_path):

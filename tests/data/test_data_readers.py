@@ -1,12 +1,16 @@
 """Readers: every format, string ids, timestamps, gzip, and errors that name file and line."""
 
 import gzip
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
 from mrif.data.readers import DataFormatError, detect_format, read_interactions, source_sha256
+from mrif.data.timestamps import iso_to_micros
 
 
 def write(path: Path, text: str, *, gz: bool = False) -> Path:
@@ -205,3 +209,59 @@ def test_an_unclosed_quote_is_reported_where_the_record_starts(tmp_path):
     path = write(tmp_path / "q.csv", 'user,item,timestamp\nu1,a,1\nu2,"b,2\nu3,c,3\n')
     with pytest.raises(DataFormatError, match=r"q\.csv, line 3: cannot parse as csv"):
         read_interactions(path)
+
+
+def test_large_tables_keep_file_order_across_streaming_batches(tmp_path):
+    """The streaming scan works in batches; rows must still come out in file order."""
+    rng = np.random.default_rng(0)
+    n = 300_000
+    users = [f"u{u}" for u in rng.integers(0, 5000, size=n)]
+    items = [f"{i:03d}" for i in rng.integers(0, 900, size=n)]
+    times = rng.integers(0, 2_000_000_000, size=n).tolist()
+    csv_path = tmp_path / "big.csv.gz"
+    rows = zip(users, items, times, strict=True)
+    lines = ["user,item,timestamp"] + [f"{u},{i},{t}" for u, i, t in rows]
+    csv_path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode(), compresslevel=1))
+    parquet_path = tmp_path / "big.parquet"
+    pl.DataFrame({"user": users, "item": items, "timestamp": times}).write_parquet(
+        parquet_path, row_group_size=7_000
+    )
+
+    for path in (csv_path, parquet_path):
+        df = read_interactions(path)
+        assert df["user"].to_list() == users
+        assert df["item"].to_list() == items
+        assert df["timestamp"].to_list() == times
+
+
+def test_iso_fast_path_agrees_with_fromisoformat():
+    values = [
+        "2020-02-29", "2021-02-29", "2020-13-01", "1970-01-01", "2099-12-31", "1969-12-31",
+        "2020-01-01T23:59:59", "2020-01-01 00:00:00", "2020-01-01T24:00:00",
+        "2020-01-01T23:59:60", "2020-01-01T10:00:00Z", "2020-01-01T10:00:00+00:00",
+        "2020-01-01T10:00:00+02:00", "2020-01-01T10:00:00.250", "2020-01-01T10:00",
+        "20200101", "2020-W01-1", "2020-1-1", " 2020-01-01", "2020-01-01x", "", "1e9",
+    ]  # fmt: skip
+
+    def reference(value: str) -> int | None:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+    assert iso_to_micros(pl.Series(values)).to_list() == [reference(v) for v in values]
+
+
+def test_gzip_tables_leave_no_temporary_copy(tmp_path, monkeypatch):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    path = write(tmp_path / "log.csv.gz", "user,item,timestamp\nu,a,1\nu,b,x,9\n", gz=True)
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        assert read_interactions(path, skip_bad_lines=True).height == 1
+    with pytest.raises(DataFormatError):
+        read_interactions(path)
+    assert list(scratch.iterdir()) == []

@@ -5,11 +5,13 @@ No test touches the network: the downloader is replaced in every test.
 
 import gzip
 import hashlib
+import json
 import urllib.error
 
 import pytest
 
 from mrif.data import registry
+from mrif.data.dataset import FORMAT_VERSION, PreparedDataset
 from mrif.data.registry import (
     REGISTRY,
     ChecksumMismatchError,
@@ -147,6 +149,19 @@ def test_resolve_dataset_prepares_a_name_once(tmp_path, monkeypatch):
     assert resolve_dataset("tiny", seed=3) == out
     assert len(calls) == 1 and calls[0]["seed"] == 3 and calls[0]["name"] == "tiny"
     assert resolve_dataset(out) == out  # a prepared directory is returned as is
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_cached_dataset_of_an_older_format_is_prepared_again(tmp_path, monkeypatch):
+    put(use_mirror(tmp_path, monkeypatch) / TINY.mirror_path, CONTENT)
+    out = resolve_dataset("tiny")
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": FORMAT_VERSION - 1}))
+
+    assert resolve_dataset("tiny") == out
+    assert json.loads(meta_path.read_text())["format_version"] == FORMAT_VERSION
+    PreparedDataset.load(out)  # loads: the stale copy was replaced, not patched
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -1,6 +1,6 @@
 """Load a prepared dataset directory (written by ``prepare.py``) into numpy arrays.
 
-Layout, ``format_version`` 1:
+Layout, ``format_version`` 2:
 
 * ``meta.json``: counts, source checksum, recipe, sampling seed.
 * ``items.parquet``: ``item_id`` Int32 (1..n_items), ``raw_item`` Utf8. Id 0 is padding.
@@ -10,6 +10,10 @@ Layout, ``format_version`` 1:
 * ``split.parquet``: ``user_id``, ``train_len``, ``valid_target``, ``test_target`` (null for
   train-only users).
 * ``negatives.parquet``: ``user_id`` (evaluated users), ``negatives`` List(Int32).
+
+Version 2 draws each user's evaluation negatives from the user's own SplitMix64 stream
+(``negatives.py``); version 1 drew them from one PCG64 stream over the users in order, so the
+same seed gives other negatives, and a version-1 directory must be prepared again.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PAD_TOKEN = "<pad>"
 DATASET_FILES = (
     "meta.json",

@@ -5,7 +5,11 @@ timestamp)`` or raises ``BadLine`` with the reason. ``read_lines`` streams the f
 when it starts with the gzip magic bytes, a UTF-8 byte-order mark dropped), calls it on every
 non-blank line and either stops at the first bad line with a ``DataFormatError`` naming file,
 line and reason, or, with ``skip_bad_lines``, drops bad lines and counts them. A gzip stream
-that ends early is always an error: the lost tail cannot be counted.
+that ends early is always an error: the lost tail cannot be counted. Lines are parsed in
+chunks of ``_CHUNK_ROWS``, each turned into a polars frame (and, through ``convert``, ids into
+codes) before the next is read, so no more than a chunk is ever held as Python objects.
+
+``gunzipped`` and ``is_blank_file`` serve the readers that hand a whole file to polars.
 
 The helpers below (``parse_id``, ``parse_rating``, ``parse_seconds``) hold the field rules
 every line format shares: ids stay strings (PROTOCOL.md rule 1), ratings are finite numbers,
@@ -16,8 +20,10 @@ from __future__ import annotations
 
 import gzip
 import re
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -50,12 +56,14 @@ def read_lines(
     *,
     skip_bad_lines: bool = False,
     header_hint: str | None = None,
+    convert: Callable[[pl.DataFrame], pl.DataFrame] | None = None,
 ) -> tuple[pl.DataFrame, SkippedLines]:
     """Parse every non-blank line of ``path`` with ``parse``, in file order.
 
     Returns the frame with columns ``user``, ``item`` (Utf8), ``timestamp`` (Int64 unix
     seconds) and ``rating`` (Float64), and what was skipped. ``header_hint`` is added to the
     reason when the first non-blank line is bad, for layouts that have no header line.
+    ``convert`` is applied to each chunk as it is made (the readers turn ids into codes).
     """
     chunks: list[pl.DataFrame] = []
     rows: list[Row] = []
@@ -81,10 +89,10 @@ def read_lines(
         seen_a_line = True
         rows.append(row)
         if len(rows) >= _CHUNK_ROWS:
-            chunks.append(_frame(rows))
+            chunks.append(_frame(rows, convert))
             rows = []
 
-    chunks.append(_frame(rows))
+    chunks.append(_frame(rows, convert))
     skipped = SkippedLines(n_bad, tuple(examples))
     if not seen_a_line:
         raise DataFormatError(path, "file is empty")
@@ -114,6 +122,48 @@ def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes]]:
                 raise
             reason = f"corrupt or truncated gzip data after line {line_no} ({err})"
             raise DataFormatError(path, reason, line=line_no + 1) from None
+
+
+@contextmanager
+def gunzipped(path: str | Path) -> Iterator[Path]:
+    """``path`` itself, or a decompressed temporary copy when it starts with the gzip magic.
+
+    The copy is written block by block (the file is never held in memory whole) and removed
+    on exit. A truncated or corrupt stream fails like ``iter_lines``: at the line after the
+    last one that decompressed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open("rb") as handle:
+        is_gzip = handle.read(2) == GZIP_MAGIC
+    if not is_gzip:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="mrif-gunzip-") as tmp:
+        plain = Path(tmp) / path.name.removesuffix(".gz")
+        n_lines = 0
+        with gzip.open(path, "rb") as stream, plain.open("wb") as out:
+            try:
+                while block := stream.read(1 << 16):  # small blocks: keep what precedes damage
+                    out.write(block)
+                    n_lines += block.count(b"\n")
+            except (EOFError, OSError, zlib.error) as err:
+                reason = f"corrupt or truncated gzip data after line {n_lines} ({err})"
+                raise DataFormatError(path, reason, line=n_lines + 1) from None
+        yield plain
+
+
+def is_blank_file(path: str | Path) -> bool:
+    """True when ``path`` holds nothing but whitespace and perhaps a UTF-8 byte-order mark
+    (read until the first other byte)."""
+    with Path(path).open("rb") as handle:
+        block = handle.read(1 << 16).removeprefix(UTF8_BOM)
+        while block:
+            if block.strip():
+                return False
+            block = handle.read(1 << 16)
+    return True
 
 
 def split_fields(text: str, separator: str, names: tuple[str, ...]) -> list[str]:
@@ -194,11 +244,12 @@ def _parse_line(raw: bytes, parse: LineParser) -> Row | None:
     return parse(text) if text.strip() else None
 
 
-def _frame(rows: list[Row]) -> pl.DataFrame:
+def _frame(rows: list[Row], convert: Callable[[pl.DataFrame], pl.DataFrame] | None) -> pl.DataFrame:
     users, items, ratings, times = zip(*rows, strict=True) if rows else ((), (), (), ())
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {"user": users, "item": items, "timestamp": times, "rating": ratings}, schema=_SCHEMA
     )
+    return frame if convert is None else convert(frame)
 
 
 def _clip(text: str, limit: int = 80) -> str:

@@ -5,6 +5,11 @@ The directory is the contract every model and evaluation reads (see ``dataset.py
 ``split.parquet`` and ``negatives.parquet``. It is built in a temporary directory beside
 ``out_dir`` and renamed into place at the end, so an interrupted run never leaves a
 directory that looks complete.
+
+The steps hold integer codes in numpy arrays and polars columns, never a Python object per
+row or per user: reading (``readers.read_encoded``), filtering, sorting and ids
+(``histories.py``), the split (below) and the negatives (``negatives.py``). Each table is
+built just before it is written, so a log of 100 million rows needs a few GiB.
 """
 
 from __future__ import annotations
@@ -17,14 +22,17 @@ import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import polars as pl
 
 from mrif.data.dataset import FORMAT_VERSION
-from mrif.data.kcore import kcore_filter
-from mrif.data.readers import detect_format, read_interactions_with_skips, source_sha256
+from mrif.data.histories import Histories, build_histories
+from mrif.data.negatives import draw_eval_negatives, iter_eval_negatives
+from mrif.data.readers import detect_format, read_encoded, source_sha256
+
+__all__ = ["draw_eval_negatives", "prepare_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,12 +72,12 @@ def prepare_dataset(
         columns: raw column names by role, keys ``user``, ``item``, ``timestamp``, ``rating``.
         k_core: iterated k-core on users and items (rule 4); None keeps everything.
         dedupe: keep only the first (earliest) event of each (user, item) pair (rule 3).
-        seed: seed of the evaluation negatives (numpy PCG64).
+        seed: seed of the evaluation negatives (see ``negatives.py``).
         n_eval_negatives: negatives per evaluated user, drawn without replacement (rule 9).
         name: dataset name for meta.json; defaults to the file name without suffixes.
         overwrite: replace a complete ``out_dir``.
-        skip_bad_lines: drop bad lines (line formats and sequence files) instead of failing
-            at the first; their count goes to meta.json (``source.n_bad_lines_skipped``).
+        skip_bad_lines: drop bad lines (rows of a Parquet file) instead of failing at the
+            first; their count goes to meta.json (``source.n_bad_lines_skipped``).
 
     Note:
         Users are numbered 0.. by their first row in the file, items 1.. by first appearance
@@ -81,32 +89,19 @@ def prepare_dataset(
     _check_target(out_dir, overwrite)
     fmt = detect_format(source) if fmt is None else fmt
 
-    df, skipped = read_interactions_with_skips(
-        source, fmt=fmt, skip_bad_lines=skip_bad_lines, **_column_kwargs(columns)
-    )
-    n_rows = df.height
-    has_time = df.schema["timestamp"] != pl.Null
-    df = _sort_histories(df)
-    if dedupe:
-        before = df.height
-        df = df.unique(["user", "item"], keep="first", maintain_order=True)
-        logger.info("dedupe: dropped %d repeated (user, item) events", before - df.height)
-    if k_core is not None:
-        df = kcore_filter(df, k_core)
-        # Filtering can remove a user's first row, so first appearance is recomputed.
-        df = _sort_histories(df)
-    if df.height == 0:
+    encoded, skipped = read_encoded(
+        source, fmt=fmt, skip_bad_lines=skip_bad_lines, keep_rating=False,
+        **_column_kwargs(columns),
+    )  # fmt: skip
+    n_rows = encoded.n_rows
+    histories = build_histories(encoded, k_core=k_core, dedupe=dedupe)
+    if histories.items.size == 0:
         raise ValueError(f"k_core={k_core} removed every interaction of {source}")
+    lengths = np.diff(histories.offsets)
+    eval_users = np.flatnonzero(lengths >= MIN_EVAL_LENGTH).astype(np.int32)
+    n_users, n_items = histories.n_users, histories.n_items
 
-    items, users, histories, csr = _remap(df, has_time)
-    offsets, values = csr
-    n_users, n_items = users.height, items.height
-    split, eval_users = _leave_one_out(offsets, values)
-    negatives = draw_eval_negatives(offsets, values, eval_users, n_items, n_eval_negatives, seed)
-    n_short = sum(len(negs) < n_eval_negatives for negs in negatives)
-    _warn_data_conditions(n_users, eval_users.size, n_short, n_eval_negatives)
-
-    meta = {
+    meta: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": name if name is not None else _default_name(source),
         "source": {
@@ -121,79 +116,40 @@ def prepare_dataset(
             "k_core": k_core,
             "dedupe": dedupe,
             "skip_bad_lines": skip_bad_lines,
-            "sort": SORT_BY_TIME if has_time else SORT_FILE_ORDER,
+            "sort": SORT_FILE_ORDER if histories.timestamps is None else SORT_BY_TIME,
         },
         "sampling_seed": seed,
         "n_eval_negatives": n_eval_negatives,
         "n_users": n_users,
         "n_items": n_items,
-        "n_interactions": int(values.size),
+        "n_interactions": int(histories.items.size),
         "n_eval_users": int(eval_users.size),
         "n_train_only_users": n_users - int(eval_users.size),
-        "n_short_negative_users": n_short,
+        "n_short_negative_users": None,  # known once the negatives are drawn
         "split": SPLIT_RULE,
     }
-    negatives_table = pl.DataFrame(
-        {
-            "user_id": pl.Series(eval_users, dtype=pl.Int32),
-            # numpy rows of equal length would become a fixed-size Array without the cast.
-            "negatives": pl.Series(negatives, dtype=pl.List(pl.Int32)).cast(pl.List(pl.Int32)),
-        }
-    )
 
     def write(tmp: Path) -> None:
-        items.write_parquet(tmp / "items.parquet")
-        users.write_parquet(tmp / "users.parquet")
-        histories.write_parquet(tmp / "histories.parquet")
-        split.write_parquet(tmp / "split.parquet")
-        negatives_table.write_parquet(tmp / "negatives.parquet")
+        # Each table is built just before it is written, so that only one is held at a time.
+        _id_table("item_id", histories.raw_items, 1).write_parquet(tmp / "items.parquet")
+        _id_table("user_id", histories.raw_users, 0).write_parquet(tmp / "users.parquet")
+        _histories_table(histories).write_parquet(tmp / "histories.parquet")
+        _leave_one_out(histories.offsets, histories.items).write_parquet(tmp / "split.parquet")
+        negatives, n_short = _negatives_table(histories, eval_users, n_eval_negatives, seed)
+        negatives.write_parquet(tmp / "negatives.parquet")
+        del negatives
+        meta["n_short_negative_users"] = n_short
         # meta.json last: its presence marks a complete directory.
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
     _write_atomically(out_dir, write, overwrite)
+    n_short = meta["n_short_negative_users"]
+    _warn_data_conditions(n_users, eval_users.size, n_short, n_eval_negatives)
     logger.info(
         "prepared %s: %d users (%d evaluated), %d items, %d interactions -> %s",
-        meta["name"], n_users, eval_users.size, n_items, values.size, out_dir,
+        meta["name"], n_users, eval_users.size, n_items, histories.items.size, out_dir,
     )  # fmt: skip
     return out_dir
-
-
-def draw_eval_negatives(
-    item_offsets: np.ndarray,
-    item_values: np.ndarray,
-    users: np.ndarray,
-    n_items: int,
-    n_negatives: int,
-    seed: int,
-) -> list[np.ndarray]:
-    """Per user, ``n_negatives`` items drawn uniformly without replacement from the unseen pool.
-
-    The pool is ``1..n_items`` minus the user's whole history (valid and test targets
-    included). A pool of at most ``n_negatives`` items is returned whole (CASES.md B06).
-    Users are drawn in the given order from one ``Generator(PCG64(seed))``; each result is
-    sorted ascending (int32), since candidate order carries no meaning when ties never favour
-    the target.
-
-    >>> offsets, values = np.array([0, 5]), np.arange(1, 6)
-    >>> negs = draw_eval_negatives(offsets, values, np.array([0]), 105, 100, seed=7)
-    >>> negs[0].tolist() == list(range(6, 106))
-    True
-    """
-    rng = np.random.Generator(np.random.PCG64(seed))
-    out = []
-    for user in users:
-        seen = np.unique(item_values[item_offsets[user] : item_offsets[user + 1]])
-        n_pool = n_items - seen.size
-        if n_pool <= n_negatives:
-            ranks = np.arange(n_pool)
-        else:
-            ranks = np.sort(rng.choice(n_pool, size=n_negatives, replace=False))
-        # Sample ranks in the pool, then map rank r to its item: r + 1 plus the number of
-        # seen items below it; seen[i] has seen[i] - (i + 1) unseen items below it.
-        unseen_below = seen - np.arange(1, seen.size + 1)
-        items = ranks + 1 + np.searchsorted(unseen_below, ranks, side="right")
-        out.append(items.astype(np.int32))
-    return out
 
 
 def _check_options(k_core: int | None, seed: int, n_eval_negatives: int) -> None:
@@ -237,47 +193,54 @@ def _column_kwargs(columns: Mapping[str, str | None] | None) -> _ColumnNames:
     return names
 
 
-def _sort_histories(df: pl.DataFrame) -> pl.DataFrame:
-    """Users by first row in the file; each history by timestamp, ties in file order (rule 2)."""
-    first_row = pl.col("order").min().over("user").alias("_first_row")
-    return df.with_columns(first_row).sort(["_first_row", "timestamp", "order"]).drop("_first_row")
+def _id_table(id_column: str, raw_ids: pl.Series, first_id: int) -> pl.DataFrame:
+    ids = pl.int_range(first_id, first_id + raw_ids.len(), dtype=pl.Int32, eager=True)
+    raw_column = "raw_" + id_column.removesuffix("_id")
+    return pl.DataFrame({id_column: ids, raw_column: raw_ids.cast(pl.String)})
 
 
-def _remap(
-    df: pl.DataFrame, has_time: bool
-) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame, tuple[np.ndarray, np.ndarray]]:
-    """Id tables, histories table and the CSR (offsets, values) of the sorted frame."""
-    raw_items = df["item"].unique(maintain_order=True)
-    raw_users = df["user"].unique(maintain_order=True)
-    items = pl.DataFrame(
-        {
-            "item_id": pl.int_range(1, raw_items.len() + 1, dtype=pl.Int32, eager=True),
-            "raw_item": raw_items,
-        }
+def _histories_table(histories: Histories) -> pl.DataFrame:
+    """One row per user: ``user_id``, ``items`` and ``timestamps`` lists (null without times)."""
+    lengths = np.diff(histories.offsets)
+    columns = {
+        "user_id": np.repeat(np.arange(lengths.size, dtype=np.int32), lengths),
+        "items": histories.items,
+    }
+    if histories.timestamps is not None:
+        # Whole seconds travel as uint32; the dataset format stores them as Int64.
+        times = histories.timestamps
+        columns["timestamps"] = times.astype(np.int64) if times.dtype.kind == "u" else times
+    rows = pl.DataFrame(columns).set_sorted("user_id")  # grouped by user already
+    table = rows.group_by("user_id", maintain_order=True).agg(pl.exclude("user_id"))
+    if histories.timestamps is None:
+        table = table.with_columns(pl.lit(None, dtype=pl.List(pl.Int64)).alias("timestamps"))
+    return table
+
+
+def _negatives_table(
+    histories: Histories, eval_users: np.ndarray, n_negatives: int, seed: int
+) -> tuple[pl.DataFrame, int]:
+    """``user_id`` and ``negatives`` (List(Int32)) of the evaluated users, and how many of
+    them have a short pool; built block by block from ``iter_eval_negatives``."""
+    blocks = iter_eval_negatives(
+        histories.offsets, histories.items, eval_users, histories.n_items, n_negatives, seed
     )
-    users = pl.DataFrame(
-        {
-            "user_id": pl.int_range(raw_users.len(), dtype=pl.Int32, eager=True),
-            "raw_user": raw_users,
-        }
-    )
-    item_ids = df["item"].replace_strict(raw_items, items["item_id"], return_dtype=pl.Int32)
-    user_ids = df["user"].replace_strict(raw_users, users["user_id"], return_dtype=pl.Int32)
-
-    frame = pl.DataFrame({"user_id": user_ids, "items": item_ids, "timestamps": df["timestamp"]})
-    histories = frame.group_by("user_id", maintain_order=True).agg("items", "timestamps")
-    if not has_time:
-        no_times = pl.lit(None, dtype=pl.List(pl.Int64)).alias("timestamps")
-        histories = histories.with_columns(no_times)
-
-    lengths = histories["items"].list.len().to_numpy()
-    offsets = np.zeros(users.height + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    return items, users, histories, (offsets, item_ids.to_numpy())
+    lists, n_short = [], 0
+    for _, negatives, counts in blocks:
+        n_short += int((counts < n_negatives).sum())
+        # A 2-D numpy block would become a fixed-size Array: make it a list, cut to the counts.
+        block = pl.DataFrame({"n": counts, "negatives": negatives})
+        lists.append(block.select(pl.col("negatives").cast(pl.List(pl.Int32)).list.head("n")))
+    table = pl.DataFrame({"user_id": pl.Series(eval_users, dtype=pl.Int32)})
+    if lists:
+        table = table.with_columns(pl.concat(lists, rechunk=False).to_series())
+    else:
+        table = table.with_columns(pl.Series("negatives", [], dtype=pl.List(pl.Int32)))
+    return table, n_short
 
 
-def _leave_one_out(offsets: np.ndarray, values: np.ndarray) -> tuple[pl.DataFrame, np.ndarray]:
-    """Split table (rules 6-7) and the ids of evaluated users."""
+def _leave_one_out(offsets: np.ndarray, values: np.ndarray) -> pl.DataFrame:
+    """Split table (rules 6-7): train length and valid/test targets, null for train-only."""
     lengths = np.diff(offsets)
     is_eval = lengths >= MIN_EVAL_LENGTH
     ends = offsets[1:]
@@ -292,11 +255,10 @@ def _leave_one_out(offsets: np.ndarray, values: np.ndarray) -> tuple[pl.DataFram
         }
     )
     train_only = pl.Series(~is_eval)
-    split = split.with_columns(
+    return split.with_columns(
         pl.when(train_only).then(None).otherwise(pl.col(c)).alias(c)
         for c in ("valid_target", "test_target")
     )
-    return split, np.flatnonzero(is_eval).astype(np.int32)
 
 
 def _warn_data_conditions(n_users: int, n_eval: int, n_short: int, n_negatives: int) -> None:

@@ -17,35 +17,33 @@ magic bytes; a UTF-8 byte-order mark is dropped. Timestamps must lie in the rang
 ``checks.py`` (1970 to 2100 in unix seconds).
 
 Bad input raises ``DataFormatError`` naming the file, the line and the reason. With
-``skip_bad_lines`` the line formats and ``sequence`` drop bad lines instead and report how
-many (``read_interactions_with_skips``); the table formats are parsed as a whole and do not
-skip yet.
+``skip_bad_lines`` every format drops bad lines (rows, for Parquet) instead and reports how
+many (``read_interactions_with_skips``).
+
+Tables are scanned lazily in one streaming pass (``tables.py``) and the line formats parsed
+in chunks (``lines.py``); either way ids become integer codes as they are read
+(``codes.py``), so ``read_encoded``, what ``prepare_dataset`` reads with, never holds a Python
+object or a string per row. ``read_interactions`` decodes them back into the frame above.
 """
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
 import io
 import re
 import warnings
 import zlib
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
 
 from mrif.data import amazon, movielens
-from mrif.data.checks import (
-    MAX_EXAMPLES,
-    MAX_TIMESTAMP,
-    MIN_TIMESTAMP,
-    TIMESTAMP_RANGE,
-    DataFormatError,
-    SkippedLines,
-)
+from mrif.data.checks import MAX_EXAMPLES, DataFormatError, SkippedLines
+from mrif.data.codes import EncodedInteractions, encode_ids, id_dtype
 from mrif.data.lines import GZIP_MAGIC, UTF8_BOM, BadLine, LineParser, iter_lines, read_lines
+from mrif.data.tables import TABLE_FORMATS, TableColumns, read_table
+from mrif.data.timestamps import WHOLE_SECONDS
 
 _NO_HEADER = "the {fmt} layout has no header line; pass fmt='csv' for a table with one"
 # Line formats: the parser of one line, and whether the layout can be mistaken for a table
@@ -57,8 +55,7 @@ LINE_FORMATS: dict[str, tuple[LineParser, bool]] = {
     "movielens-dat": (movielens.parse_dat_line, True),
     "movielens-udata": (movielens.parse_udata_line, True),
 }
-FORMATS = ("csv", "tsv", "parquet", "sequence", "recbole", *LINE_FORMATS)
-SKIPPING_FORMATS = ("sequence", *LINE_FORMATS)
+FORMATS = (*TABLE_FORMATS, "sequence", *LINE_FORMATS)
 _SUFFIX_FORMATS = {
     ".csv": "csv",
     ".tsv": "tsv",
@@ -74,7 +71,6 @@ _NAME_FORMATS = (
     (re.compile(r"u\.data|u[1-5ab]\.(base|test)"), "movielens-udata"),
 )
 _JSON_SUFFIXES = (".json", ".jsonl")
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TABLE_DEFAULTS = {"user_col": "user", "item_col": "item"}
 # RecBole names its interaction fields user_id / item_id (after the ``:token`` suffix).
 _RECBOLE_DEFAULTS = {"user_col": "user_id", "item_col": "item_id"}
@@ -190,9 +186,9 @@ def read_interactions(
     Sequence files and the published line formats have fixed layouts and take no column
     names (``rating_col=None`` still drops the ratings of a line format).
 
-    ``skip_bad_lines`` drops the bad lines of a line format or a sequence file, with a
-    warning that counts them, instead of failing at the first; ``read_interactions_with_skips``
-    also returns the count.
+    ``skip_bad_lines`` drops bad lines (Parquet: rows), with a warning that counts them,
+    instead of failing at the first; ``read_interactions_with_skips`` also returns the count.
+    A truncated gzip file fails even then: its lost tail cannot be counted.
     """
     df, _ = read_interactions_with_skips(
         path, fmt=fmt, user_col=user_col, item_col=item_col, time_col=time_col,
@@ -212,48 +208,77 @@ def read_interactions_with_skips(
     skip_bad_lines: bool = False,
 ) -> tuple[pl.DataFrame, SkippedLines]:
     """``read_interactions``, and the lines it skipped (none unless ``skip_bad_lines``)."""
+    encoded, skipped = read_encoded(
+        path, fmt=fmt, user_col=user_col, item_col=item_col, time_col=time_col,
+        rating_col=rating_col, skip_bad_lines=skip_bad_lines,
+    )  # fmt: skip
+    df = encoded.decoded()
+    return df.with_columns(pl.int_range(df.height, dtype=pl.Int64).alias("order")), skipped
+
+
+def read_encoded(
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = "timestamp",
+    rating_col: str | None = "rating",
+    skip_bad_lines: bool = False,
+    keep_rating: bool = True,
+) -> tuple[EncodedInteractions, SkippedLines]:
+    """Read ``path`` as ``read_interactions_with_skips`` does, ids as codes (``codes.py``).
+
+    The frame has no ``order`` column: it is in file order. ``keep_rating=False`` drops the
+    ratings after checking them (they never rank, rule 1, and cost memory at scale).
+    """
     fmt = detect_format(path) if fmt is None else fmt
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {', '.join(FORMATS)} or None; got {fmt!r}")
-    if skip_bad_lines and fmt not in SKIPPING_FORMATS:
-        # TODO(#4): table formats are parsed whole by polars; skipping needs the streaming reader.
-        raise NotImplementedError(
-            f"skip_bad_lines is not implemented for fmt={fmt!r}, which is parsed as a whole "
-            f"table (it is for {', '.join(SKIPPING_FORMATS)}); run without it to see the first "
-            "bad line, then fix or remove it"
-        )
 
     skipped = SkippedLines()
     if fmt in LINE_FORMATS:
         _refuse_column_names(path, fmt, user_col, item_col, time_col, rating_col)
         parse, headerless = LINE_FORMATS[fmt]
         hint = _NO_HEADER.format(fmt=fmt) if headerless else None
-        df, skipped = read_lines(path, parse, skip_bad_lines=skip_bad_lines, header_hint=hint)
-        if rating_col is None:
+        user_dtype, item_dtype = id_dtype(), id_dtype()
+
+        def as_codes(chunk: pl.DataFrame) -> pl.DataFrame:
+            ids = pl.col("user").cast(user_dtype), pl.col("item").cast(item_dtype)
+            return chunk.with_columns(*ids, pl.col("timestamp").cast(WHOLE_SECONDS))
+
+        df, skipped = read_lines(
+            path, parse, skip_bad_lines=skip_bad_lines, header_hint=hint, convert=as_codes
+        )
+        if rating_col is None or not keep_rating:
             df = df.drop("rating")
-    else:
+    elif fmt == "sequence":
+        _refuse_column_names(path, fmt, user_col, item_col, time_col, rating_col)
         data = read_source_bytes(path)
         if data.startswith(UTF8_BOM):
             data = data[len(UTF8_BOM) :]
         if not data.strip():
             raise DataFormatError(path, "file is empty")
-        if fmt == "sequence":
-            _refuse_column_names(path, fmt, user_col, item_col, time_col, rating_col)
-            df, skipped = _read_sequence(path, data, skip_bad_lines)
-        else:
-            defaults = _RECBOLE_DEFAULTS if fmt == "recbole" else _TABLE_DEFAULTS
-            ids = {
-                "user": user_col or defaults["user_col"],
-                "item": item_col or defaults["item_col"],
-            }
-            df = _standardise(path, _read_table(path, data, fmt), ids, time_col, rating_col)
+        df, skipped = _read_sequence(path, data, skip_bad_lines)
+    else:
+        defaults = _RECBOLE_DEFAULTS if fmt == "recbole" else _TABLE_DEFAULTS
+        columns = TableColumns(
+            user=user_col or defaults["user_col"],
+            item=item_col or defaults["item_col"],
+            time=time_col,
+            rating=rating_col,
+        )
+        df, skipped = read_table(
+            path, fmt, columns, skip_bad_lines=skip_bad_lines, keep_rating=keep_rating
+        )
 
     if df.height == 0:
+        if skipped.count:
+            raise DataFormatError(path, f"no interactions: every line is bad ({skipped.summary()})")
         raise DataFormatError(path, "no interactions (only a header or blank lines)")
     if skipped.count:
-        warnings.warn(f"{path}: {skipped.summary()}", stacklevel=3)
-    order = pl.int_range(df.height, dtype=pl.Int64).alias("order")
-    return df.select(pl.exclude("_line"), order), skipped
+        warnings.warn(f"{path}: {skipped.summary()}", stacklevel=4)
+    return encode_ids(df), skipped
 
 
 def _refuse_column_names(
@@ -285,143 +310,6 @@ def _refuse_column_names(
         )
 
 
-def _read_table(path: str | Path, data: bytes, fmt: str) -> pl.DataFrame:
-    """The raw columns (all Utf8 for text formats) plus ``_line``, the line of each row."""
-    if fmt == "parquet":
-        try:
-            raw = pl.read_parquet(io.BytesIO(data))
-        except Exception as err:  # polars raises several unrelated types for bad files
-            reason = f"not a readable parquet file ({_first_line(err)})"
-            raise DataFormatError(path, reason) from None
-        # Parquet has no text lines: report 1-based row numbers instead.
-        return raw.with_row_index("_line", offset=1)
-
-    separator = "," if fmt == "csv" else "\t"
-    # Tab-separated files in the wild do not quote; a stray '"' must not swallow lines.
-    quote_char = '"' if fmt == "csv" else None
-    _check_header(path, data, separator, quote_char)
-    try:
-        raw = pl.read_csv(
-            io.BytesIO(data),
-            separator=separator,
-            quote_char=quote_char,
-            infer_schema=False,  # every column as Utf8: ids are never parsed as numbers
-            raise_if_empty=True,
-        )
-    except Exception as err:
-        line = _ragged_line(data, separator, quote_char)
-        raise DataFormatError(
-            path, f"cannot parse as {fmt} ({_first_line(err)})", line=line
-        ) from None
-    if fmt == "recbole":
-        raw = raw.rename({c: c.rsplit(":", 1)[0] for c in raw.columns})
-    # Line numbers assume one record per physical line (no quoted newlines); header is line 1.
-    raw = raw.with_row_index("_line", offset=2)
-    is_blank = pl.all_horizontal(pl.exclude("_line").is_null())
-    return raw.filter(~is_blank)
-
-
-def _standardise(
-    path: str | Path,
-    raw: pl.DataFrame,
-    id_cols: dict[str, str],
-    time_col: str | None,
-    rating_col: str | None,
-) -> pl.DataFrame:
-    """Select and type the user/item/timestamp/rating columns of a raw table."""
-    found = [c for c in raw.columns if c != "_line"]
-    for role, name in [*id_cols.items(), ("timestamp", time_col)]:
-        if name is not None and name not in found:
-            hint = ""
-            if role == "timestamp":
-                hint = " (pass time_col=None for a file without timestamps)"
-            raise DataFormatError(
-                path, f"missing {role} column {name!r}; columns found: {found}{hint}"
-            )
-    lines = raw["_line"]
-
-    out = {}
-    for role, name in id_cols.items():
-        ids = raw[name].cast(pl.Utf8)
-        _fail_at_first(path, lines, ids.is_null() | (ids == ""), ids, f"empty {role} id")
-        out[role] = ids.alias(role)
-
-    if time_col is None:
-        out["timestamp"] = pl.Series("timestamp", [None] * raw.height, dtype=pl.Null)
-    else:
-        seconds = _parse_timestamps(path, raw[time_col], lines)
-        outside = (seconds < MIN_TIMESTAMP) | (seconds >= MAX_TIMESTAMP)
-        reason = f"timestamp out of range ({TIMESTAMP_RANGE})"
-        _fail_at_first(path, lines, outside, raw[time_col], reason)
-        out["timestamp"] = seconds
-
-    if rating_col is not None and rating_col in found:
-        values = raw[rating_col].cast(pl.Utf8).str.strip_chars()
-        ratings = values.cast(pl.Float64, strict=False)
-        bad = ratings.is_null() & values.is_not_null()
-        _fail_at_first(path, lines, bad, values, "unparsable rating")
-        out["rating"] = ratings.alias("rating")
-    return pl.DataFrame(out)
-
-
-def _parse_timestamps(path: str | Path, column: pl.Series, lines: pl.Series) -> pl.Series:
-    """Unix seconds from numbers or ISO-8601 datetimes (naive datetimes are taken as UTC).
-
-    The first value decides the kind, so one stray value is reported as itself rather than
-    turning every number into a failed datetime. Integer seconds stay Int64; fractional
-    numbers and datetimes with sub-second parts become Float64 seconds.
-    """
-    if column.dtype.is_numeric():
-        bad = column.is_null() | ~column.cast(pl.Float64).is_finite()
-        _fail_at_first(path, lines, bad, column, "unparsable timestamp")
-        return column.cast(pl.Int64 if column.dtype.is_integer() else pl.Float64).alias("timestamp")
-    if column.dtype == pl.Datetime or column.dtype == pl.Date:
-        _fail_at_first(path, lines, column.is_null(), column, "empty timestamp")
-        return _seconds(column.cast(pl.Datetime("us")).dt.epoch("us"))
-
-    text = column.cast(pl.Utf8).str.strip_chars()
-    _fail_at_first(path, lines, text.is_null() | (text == ""), text, "empty timestamp")
-    as_int = text.cast(pl.Int64, strict=False)
-    if as_int.null_count() == 0:
-        return as_int.alias("timestamp")
-    as_float = text.cast(pl.Float64, strict=False)
-    first_is_number = as_float[0] is not None
-    if first_is_number:
-        bad = as_float.is_null() | ~as_float.is_finite()
-        _fail_at_first(path, lines, bad, text, "unparsable timestamp (expected unix seconds)")
-        return as_float.alias("timestamp")
-    return _seconds(_parse_datetimes(path, text, lines))
-
-
-def _parse_datetimes(path: str | Path, text: pl.Series, lines: pl.Series) -> pl.Series:
-    """Epoch microseconds (Int64) of ISO-8601 strings.
-
-    Only ISO-8601 is accepted: an inferred pattern could read ``01/02/2020`` day first and
-    silently mis-sort a month-first file.
-    """
-    # TODO(#4): parsing each distinct value in Python is fine for Amazon-sized logs only.
-    parsed = {value: _iso_to_micros(value) for value in text.unique().to_list()}
-    micros = text.replace_strict(parsed, default=None, return_dtype=pl.Int64)
-    _fail_at_first(path, lines, micros.is_null(), text, "unparsable timestamp (not ISO-8601)")
-    return micros
-
-
-def _iso_to_micros(value: str) -> int | None:
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - _EPOCH) // timedelta(microseconds=1)
-
-
-def _seconds(micros: pl.Series) -> pl.Series:
-    if (micros % 1_000_000 == 0).all():
-        return (micros // 1_000_000).cast(pl.Int64).alias("timestamp")
-    return (micros.cast(pl.Float64) / 1e6).alias("timestamp")
-
-
 def _read_sequence(
     path: str | Path, data: bytes, skip_bad_lines: bool
 ) -> tuple[pl.DataFrame, SkippedLines]:
@@ -430,7 +318,9 @@ def _read_sequence(
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise DataFormatError(path, f"not UTF-8 text ({err})") from None
-    lines = pl.DataFrame({"text": text.split("\n")}).with_row_index("_line", offset=1)
+    # One polars string split into lines: no Python object per line.
+    lines = pl.Series("text", [text]).str.split("\n").explode().to_frame()
+    lines = lines.with_row_index("_line", offset=1)
     tokens = lines.with_columns(pl.col("text").str.extract_all(r"\S+").alias("tokens"))
     tokens = tokens.filter(pl.col("tokens").list.len() > 0)  # blank lines carry nothing
     lonely = tokens["tokens"].list.len() == 1
@@ -461,40 +351,6 @@ def _read_sequence(
     return df, skipped
 
 
-def _ragged_line(data: bytes, separator: str, quote_char: str | None) -> int | None:
-    """Line of the first record whose field count differs from the header (error path only)."""
-    text = data.decode("utf-8", errors="replace")
-    if quote_char is None:
-        reader = csv.reader(io.StringIO(text), delimiter=separator, quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(io.StringIO(text), delimiter=separator, quotechar=quote_char)
-    try:
-        n_fields = len(next(reader))
-        last_line_read = reader.line_num
-        for record in reader:
-            # A record with an unclosed quote spans several lines: report where it starts.
-            if record and len(record) != n_fields:
-                return last_line_read + 1
-            last_line_read = reader.line_num
-    except (StopIteration, csv.Error):
-        pass
-    return None
-
-
-def _check_header(path: str | Path, data: bytes, separator: str, quote_char: str | None) -> None:
-    """A column named twice would be renamed silently by the parser: refuse it instead."""
-    first_line = data.split(b"\n", 1)[0].decode("utf-8", errors="replace").rstrip("\r")
-    if quote_char is None:
-        header = next(csv.reader([first_line], delimiter=separator, quoting=csv.QUOTE_NONE))
-    else:
-        header = next(csv.reader([first_line], delimiter=separator, quotechar=quote_char))
-    seen: set[str] = set()
-    for name in header:
-        if name in seen:
-            raise DataFormatError(path, f"column {name!r} appears twice in the header", line=1)
-        seen.add(name)
-
-
 def _fail_at_first(
     path: str | Path, lines: pl.Series, bad: pl.Series, values: pl.Series, reason: str
 ) -> None:
@@ -506,7 +362,3 @@ def _fail_at_first(
     # A missing field has no value to quote; the reason ("empty ...") says it all.
     message = reason if value is None else f"{reason}: {value!r}"
     raise DataFormatError(path, message, line=int(lines[row]))
-
-
-def _first_line(err: Exception) -> str:
-    return str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

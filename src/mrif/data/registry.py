@@ -50,6 +50,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.prepare import prepare_dataset
 from mrif.data.readers import content_sha256, source_sha256
 
@@ -212,7 +213,7 @@ def resolve_dataset(name_or_dir: str | Path, *, seed: int = 0) -> Path:
     if isinstance(name_or_dir, str) and name_or_dir in REGISTRY:
         entry = REGISTRY[name_or_dir]
         out_dir = cache_dir() / "prepared" / f"{entry.name}-seed{seed}"
-        if (out_dir / "meta.json").is_file():
+        if _is_current(out_dir):
             return out_dir
         source = resolve_source(entry.name)
         return _prepare_once(
@@ -222,7 +223,7 @@ def resolve_dataset(name_or_dir: str | Path, *, seed: int = 0) -> Path:
     if path.is_file():
         stem = Path(path.name.removesuffix(".gz")).stem
         out_dir = cache_dir() / "prepared" / f"{stem}-{source_sha256(path)[:16]}-seed{seed}"
-        if (out_dir / "meta.json").is_file():
+        if _is_current(out_dir):
             return out_dir
         return _prepare_once(path, out_dir, seed=seed, name=stem)
     if path.is_dir():
@@ -294,6 +295,21 @@ def _record_checksum(entry: RegisteredDataset, got: str, where: str | Path, reco
     )
 
 
+def _is_current(prepared_dir: Path) -> bool:
+    """A cached prepared directory that is complete and of this version of the format."""
+    meta_path = prepared_dir / "meta.json"
+    if not meta_path.is_file():
+        return False
+    try:
+        version = json.loads(meta_path.read_text()).get("format_version")
+    except (OSError, ValueError):
+        return False
+    if version != FORMAT_VERSION:
+        logger.info("%s has format_version %r; preparing it again", prepared_dir, version)
+        return False
+    return True
+
+
 def _prepare_once(
     source: Path,
     out_dir: Path,
@@ -304,10 +320,12 @@ def _prepare_once(
     k_core: int | None = None,
     dedupe: bool = False,
 ) -> Path:
+    stale = (out_dir / "meta.json").is_file()  # an older format_version (see _is_current)
     try:
         return prepare_dataset(
-            source, out_dir, fmt=fmt, k_core=k_core, dedupe=dedupe, seed=seed, name=name
-        )
+            source, out_dir, fmt=fmt, k_core=k_core, dedupe=dedupe, seed=seed, name=name,
+            overwrite=stale,
+        )  # fmt: skip
     except FileExistsError:
         # A concurrent run finished first; a directory with meta.json is complete.
         if (out_dir / "meta.json").is_file():

@@ -93,6 +93,28 @@ def test_caser_reads_only_the_newest_window() -> None:
     )
 
 
+def test_caser_states_match_convolving_each_window_image() -> None:
+    """The paper's computation, one L x D image per step, against the sequence-wide one."""
+    model = built("caser")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.normal_(0.0, 0.3)
+        model.item_embedding.weight[0].zero_()
+    history = torch.tensor([[0, 0, 4, 9, 2, 7, 7, 3], [1, 2, 3, 4, 5, 6, 7, 8]])
+    users = torch.tensor([1, 4])
+    states = model._states(history, users)
+
+    embedded = model.item_embedding(F.pad(history, (MARKOV_ORDER - 1, 0)))
+    for row in range(2):
+        for step in range(history.shape[1]):
+            image = embedded[row, step : step + MARKOV_ORDER][None, None]  # (1, 1, L, D)
+            vertical = model.vertical(image).flatten()
+            horizontal = [F.relu(conv(image))[0, :, :, 0].amax(dim=1) for conv in model.horizontal]
+            z = F.relu(model.dense(torch.cat([vertical, *horizontal])))
+            expected = torch.cat([z, model.user_embedding.weight[users[row]]])
+            torch.testing.assert_close(states[row, step], expected, atol=1e-5, rtol=1e-5)
+
+
 def test_din_weights_are_unnormalised_and_pooling_matches_a_loop() -> None:
     model = built("din")
     history = torch.tensor([[0, 3, 7, 12]])

@@ -63,16 +63,30 @@ class Caser(SequentialRecommender):
             self.output_bias.weight.zero_()
 
     def _states(self, item_seq: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """(B, L) left-padded ids -> (B, L, 2D): ``[z_t; P_u]`` for every step t."""
+        """(B, L) left-padded ids -> (B, L, 2D): ``[z_t; P_u]`` for every step t.
+
+        The window of step t is the padded steps t - L + 1 .. t. Rather than convolving each
+        window's L x D image apart, each filter runs once along the sequence: a horizontal
+        filter of height h is a 1-d convolution whose outputs for the L - h + 1 placements
+        inside a window are max-pooled, and the vertical filters weigh each window's rows.
+        The numbers are those of the per-window convolutions, computed once per step instead
+        of once per window that holds it.
+        """
         batch, seq_len = item_seq.shape
-        windows = F.pad(item_seq, (MARKOV_ORDER - 1, 0)).unfold(1, MARKOV_ORDER, 1)  # (B, L, M)
-        images = self.item_embedding(windows).view(batch * seq_len, 1, MARKOV_ORDER, -1)
-        vertical = self.vertical(images).flatten(1)  # (B*L, n_v * D)
-        horizontal = [
-            F.relu(conv(images)).squeeze(3).amax(dim=2) for conv in self.horizontal
-        ]  # each (B*L, n_h)
-        features = torch.cat([vertical, *horizontal], dim=1)
-        z = F.relu(self.dense(self.dropout(features))).view(batch, seq_len, -1)  # (B, L, D)
+        padded = self.item_embedding(F.pad(item_seq, (MARKOV_ORDER - 1, 0)))  # (B, L+M-1, D)
+        windows = padded.unfold(1, MARKOV_ORDER, 1)  # (B, L, D, M)
+        vertical_weight = self.vertical.weight.view(N_VERTICAL, MARKOV_ORDER)
+        vertical = torch.einsum("bldm,fm->blfd", windows, vertical_weight)
+        vertical = vertical + self.vertical.bias[:, None]  # (B, L, n_v, D)
+        sequence = padded.transpose(1, 2)  # (B, D, L+M-1)
+        horizontal = []
+        for height, conv in enumerate(self.horizontal, start=1):
+            weight = conv.weight.squeeze(1).transpose(1, 2)  # (n_h, D, h)
+            placements = F.relu(F.conv1d(sequence, weight, conv.bias))  # (B, n_h, L+M-h)
+            pooled = F.max_pool1d(placements, MARKOV_ORDER - height + 1, stride=1)
+            horizontal.append(pooled.transpose(1, 2))  # (B, L, n_h)
+        features = torch.cat([vertical.flatten(2), *horizontal], dim=2)
+        z = F.relu(self.dense(self.dropout(features)))  # (B, L, D)
         user = self.user_embedding(users)[:, None, :].expand(-1, seq_len, -1)
         return torch.cat([z, user], dim=-1)
 

@@ -20,8 +20,15 @@ HISTORY_FREE = ("pop", "bpr", "ncf")
 """Models whose scores ignore the history (POP counts, BPR and NCF factorise user x item)."""
 TRAINABLE = tuple(name for name in MODEL_NAMES if name != "pop")
 PRE_NORM = dataclasses.replace(CONFIG, norm="pre", embedding_norm=True)
-"""The encoder options other than the paper's: pre-norm layers, a LayerNorm on the embeddings."""
-ENCODER_VARIANTS = [("sasrec", PRE_NORM), ("mrif-attn", PRE_NORM)]
+"""Encoder options other than the paper's: pre-norm layers with an embedding LayerNorm, and a
+learned attention bias per key-to-query distance."""
+DISTANCE_BIAS = dataclasses.replace(CONFIG, distance_bias=True)
+ENCODER_VARIANTS = [
+    ("sasrec", PRE_NORM, "pre-norm"),
+    ("mrif-attn", PRE_NORM, "pre-norm"),
+    ("sasrec", DISTANCE_BIAS, "distance-bias"),
+    ("mrif-attn", DISTANCE_BIAS, "distance-bias"),
+]
 
 
 def users_for(batch: int) -> torch.Tensor:
@@ -68,20 +75,20 @@ def random_history(batch: int, length: int, generator: torch.Generator) -> torch
 
 
 @pytest.fixture(
-    params=[(name, CONFIG) for name in MODEL_NAMES] + ENCODER_VARIANTS,
-    ids=list(MODEL_NAMES) + [f"{name}-pre-norm" for name, _ in ENCODER_VARIANTS],
+    params=[(name, CONFIG, "") for name in MODEL_NAMES] + ENCODER_VARIANTS,
+    ids=lambda param: "-".join(filter(None, (param[0], param[2]))),
 )
 def model(request: pytest.FixtureRequest) -> torch.nn.Module:
-    name, config = request.param
+    name, config, _ = request.param
     return make_model(name, config=config)
 
 
 @pytest.fixture(
-    params=[(name, CONFIG) for name in TRAINABLE] + ENCODER_VARIANTS,
-    ids=list(TRAINABLE) + [f"{name}-pre-norm" for name, _ in ENCODER_VARIANTS],
+    params=[(name, CONFIG, "") for name in TRAINABLE] + ENCODER_VARIANTS,
+    ids=lambda param: "-".join(filter(None, (param[0], param[2]))),
 )
 def trainable(request: pytest.FixtureRequest) -> torch.nn.Module:
-    name, config = request.param
+    name, config, _ = request.param
     return make_model(name, config=config)
 
 

@@ -32,6 +32,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--norm": ("model", "norm", str),
     "--embedding-norm": ("model", "embedding_norm", bool),
     "--positions": ("model", "positions", str),
+    "--distance-bias": ("model", "distance_bias", bool),
     "--lr": ("train", "lr", float),
     "--batch-size": ("train", "batch_size", int),
     "--epochs": ("train", "epochs", int),

@@ -57,6 +57,10 @@ class ModelConfig:
             left-padded batch do in public SASRec code. ``backward`` lets each training step
             see how many items follow it, so one training pass no longer equals scoring each
             prefix (it breaks rule 22); it exists to measure that effect, never for results.
+        distance_bias: add a learned per-head, per-layer bias to each attention logit,
+            indexed by how many steps the key lies before the query (Shaw et al. 2018 and
+            Raffel et al. 2020 use such relative terms; neither paper here has it). It
+            depends on the distance only, so rule 22 holds.
     """
 
     dim: int = 64
@@ -71,6 +75,7 @@ class ModelConfig:
     norm: str = "post"
     embedding_norm: bool = False
     positions: str = "forward"
+    distance_bias: bool = False
 
     def __post_init__(self) -> None:
         _check_range("dim", self.dim, 1)

@@ -99,10 +99,16 @@ class TransformerBlock(nn.Module):
         ffn_mult: int = 1,
         activation: str = "relu",
         pre_norm: bool = False,
+        max_distance: int = 0,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.pre_norm = pre_norm
+        # One learned logit bias per head and key-to-query distance 0..max_distance - 1;
+        # starts at zero, so a fresh layer attends as one without it.
+        self.distance_bias = (
+            nn.Parameter(torch.zeros(n_heads, max_distance)) if max_distance else None
+        )
         self.dropout = dropout
         self.qkv = nn.Linear(dim, 3 * dim)
         self.attn_out = nn.Linear(dim, dim)
@@ -132,10 +138,22 @@ class TransformerBlock(nn.Module):
             for t in (q, k, v)
         )  # (B, H, L, D/H)
         attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=can_attend, dropout_p=self.dropout if self.training else 0.0
-        )
+            q, k, v, attn_mask=self._logit_mask(can_attend),
+            dropout_p=self.dropout if self.training else 0.0,
+        )  # fmt: skip
         attended = attended.transpose(1, 2).reshape(batch, seq_len, dim)  # (B, L, D)
         return self.attn_out(attended)
+
+    def _logit_mask(self, can_attend: torch.Tensor) -> torch.Tensor:
+        """The boolean mask itself, or with a distance bias, a float mask: the bias where
+        attending is allowed, -inf elsewhere. (B, 1 or H, L, L)."""
+        if self.distance_bias is None:
+            return can_attend
+        seq_len = can_attend.shape[-1]
+        steps = torch.arange(seq_len, device=can_attend.device)
+        distance = (steps[:, None] - steps[None, :]).clamp(0, self.distance_bias.shape[1] - 1)
+        bias = self.distance_bias[:, distance]  # (H, L, L); only key <= query is ever used
+        return bias.masked_fill(~can_attend, float("-inf"))
 
 
 INIT_STD = 0.02
@@ -180,6 +198,7 @@ class SequenceEncoder(nn.Module):
                 config.ffn_mult,
                 config.activation,
                 pre_norm=config.norm == "pre",
+                max_distance=config.max_len if config.distance_bias else 0,
             )  # fmt: skip
             for _ in range(config.n_layers)
         )

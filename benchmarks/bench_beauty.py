@@ -25,7 +25,7 @@ from mrif.data.dataset import PreparedDataset
 from mrif.data.registry import resolve_dataset
 from mrif.evaluation import full_ranks, score_sampled
 from mrif.models import MRIF, build_model
-from mrif.training import seed_everything, train_epoch, training_inputs
+from mrif.training import make_optimizer, seed_everything, train_epoch, training_inputs
 
 
 def peak_rss_mib() -> float:
@@ -46,7 +46,7 @@ def bench_model(name: str, dataset: PreparedDataset, epochs: int, device: str) -
     if isinstance(model, MRIF):  # timing only: an untrained extractor costs the same
         model.load_pretrained_extractor(model.encoder.state_dict())
     examples, sampler = training_inputs(dataset, model.config.max_len, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=train.lr or model.default_lr)
+    optimizer = make_optimizer(model, train.lr or model.default_lr)
     generator = torch.Generator(device=device).manual_seed(0)
     rng = np.random.default_rng(0)
 

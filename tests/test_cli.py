@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -248,6 +249,15 @@ def test_pretrained_is_checked_against_the_run(
     assert "has dim=8; this run needs dim=16" in capsys.readouterr().err
     assert run_cli(*base, "--model", "mrif-attn", *FAST, "--activation", "gelu") == 2
     assert "has activation=relu; this run needs activation=gelu" in capsys.readouterr().err
+
+    stale = tmp_path / "stale-sasrec"
+    shutil.copytree(sasrec_run, stale)
+    record = json.loads((stale / "config.json").read_text())
+    record["dataset"]["format_version"] = 1
+    (stale / "config.json").write_text(json.dumps(record))
+    stale_base = [*base[:-1], stale]
+    assert run_cli(*stale_base, "--model", "mrif-attn", *FAST) == 2
+    assert "was trained on format_version 1" in capsys.readouterr().err
 
 
 def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys) -> None:

@@ -129,6 +129,19 @@ def test_a_finished_run_with_another_config_is_refused(
         reproduce(str(tiny_dataset_dir), ["pop"], [0], reproduction, fast_config(epochs=3))
 
 
+def test_a_finished_run_on_an_older_dataset_format_is_refused(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "repro"
+    assert reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
+    record_path = out / "runs" / "pop-s0" / "config.json"
+    record = json.loads(record_path.read_text())
+    del record["dataset"]["format_version"]  # as written before the field existed
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(RunError, match=r"differs in dataset format_version"):
+        reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
+
+
 def test_a_failed_run_is_named_and_its_dependants_skipped(
     tiny_dataset_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from mrif.config import RunConfig
+from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.registry import resolve_dataset
 from mrif.interrupts import raise_keyboard_interrupt
 from mrif.models import MODEL_NAMES, MRIF_NAMES
@@ -135,8 +136,12 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     ]
     if record.get("model") != run.model:
         differences.insert(0, "model")
-    if record.get("dataset", {}).get("path") != str(dataset_dir.resolve()):
+    their_dataset = record.get("dataset", {})
+    if their_dataset.get("path") != str(dataset_dir.resolve()):
         differences.insert(0, "dataset")
+    elif their_dataset.get("format_version", 1) != FORMAT_VERSION:
+        # Runs recorded before format_version existed in the record used version 1.
+        differences.insert(0, "dataset format_version (other evaluation negatives)")
     if differences:
         raise RunError(
             f"{run.out_dir} holds a finished run that differs in {', '.join(differences)}; "

@@ -36,6 +36,12 @@ def check_pretrained_run(path: Path, dataset: PreparedDataset, config: RunConfig
     theirs = record.get("dataset", {}).get("path")
     if theirs != str(Path(dataset.path).resolve()):
         raise RunError(f"--pretrained {path} was trained on {theirs}, not on {dataset.path}")
+    their_version = record.get("dataset", {}).get("format_version", 1)
+    if their_version != dataset.meta.get("format_version"):
+        raise RunError(
+            f"--pretrained {path} was trained on format_version {their_version} of "
+            f"{dataset.path}, which has been prepared again since; train that run again"
+        )
     ours, their_model = config.model, record.get("config", {}).get("model", {})
     defaults = ModelConfig()  # runs written before a field existed used its default
     for key in ENCODER_FIELDS:

@@ -298,6 +298,7 @@ def _dataset_record(data: str, dataset: PreparedDataset) -> dict[str, Any]:
         "n_users": dataset.n_users,
         "n_items": dataset.n_items,
         "source_sha256": dataset.meta.get("source", {}).get("sha256"),
+        "format_version": dataset.meta.get("format_version"),
     }
 
 

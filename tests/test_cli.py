@@ -315,7 +315,14 @@ def test_sigterm_stops_training_with_one_line_and_leaves_nothing(
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
 
-    assert process.returncode == 130
+    assert process.returncode == 143  # 128 + SIGTERM, as the shell reports it
     assert stderr.strip().splitlines()[-1] == "mrif: interrupted"
     assert "Traceback" not in stderr
     assert list(runs.iterdir()) == []  # the work directory went with the run
+
+
+def test_backward_positions_are_flagged_in_the_run_log(tiny_dataset_dir: Path, tmp_path) -> None:
+    out = tmp_path / "backward"
+    argv = ["train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out, *FAST]
+    assert run_cli(*argv, "--positions", "backward") == 0
+    assert "positions=backward breaks rule 22" in (out / "train.log").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from mrif import __version__
 from mrif.config import ConfigError, RunConfig, load_config
-from mrif.interrupts import sigterm_as_interrupt
+from mrif.interrupts import exit_code, sigterm_as_interrupt
 from mrif.models import MODEL_NAMES
 
 logger = logging.getLogger("mrif")
@@ -158,9 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             return commands[args.command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("mrif: interrupted", file=sys.stderr)
-        return 130
+        return exit_code(interrupt)
     except (ConfigError, ValueError, RuntimeError, FileNotFoundError, OSError) as error:
         print(f"mrif: error: {error}", file=sys.stderr)
         return 2

@@ -8,9 +8,20 @@ import threading
 from collections.abc import Iterator
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program was (once the running C or Rust call returns)."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
 def raise_keyboard_interrupt(signum: int, frame: object) -> None:
-    """Signal handler: turn the signal into ``KeyboardInterrupt`` at the current line."""
-    raise KeyboardInterrupt(f"signal {signum}")
+    """Signal handler: turn SIGTERM into ``Terminated`` at the current line."""
+    raise Terminated(f"signal {signum}")
+
+
+def exit_code(interrupt: KeyboardInterrupt) -> int:
+    """The shell's code for a process stopped by the signal: 143 for SIGTERM, 130 for Ctrl-C."""
+    return interrupt.exit_code if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
 
 
 @contextlib.contextmanager
@@ -24,4 +35,5 @@ def sigterm_as_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        # None: the previous handler was not installed from Python; the default is closest.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)

@@ -128,11 +128,13 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     record = json.loads((run.out_dir / "config.json").read_text())
     theirs = record.get("config", {})
     ours = config.to_dict()
+    defaults = RunConfig().to_dict()  # a run recorded before a field existed used its default
     differences = [
         f"{section}.{key}"
         for section in ("model", "train")
         for key in ours[section]
-        if key != "threads" and theirs.get(section, {}).get(key) != ours[section][key]
+        if key != "threads"
+        and theirs.get(section, {}).get(key, defaults[section][key]) != ours[section][key]
     ]
     if record.get("model") != run.model:
         differences.insert(0, "model")
@@ -210,6 +212,10 @@ def _execute(
     return failed
 
 
+STOP_GRACE_SECONDS = 30.0
+"""How long a stopped worker may take to remove its unfinished run before it is killed."""
+
+
 class _Workers:
     """One spawned process per run, reporting through a queue."""
 
@@ -244,10 +250,15 @@ class _Workers:
             return run, outcome, error
 
     def stop(self) -> None:
+        """SIGTERM each worker (it removes its unfinished run), then kill any that is still
+        inside a long native call after ``STOP_GRACE_SECONDS``."""
         for _, process in self.running.values():
             process.terminate()
         for _, process in self.running.values():
-            process.join()
+            process.join(STOP_GRACE_SECONDS)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
         self.running.clear()
         signal.signal(signal.SIGTERM, self.previous_sigterm)
 
@@ -256,7 +267,10 @@ def _worker(
     results: Any, data: str, run: PlannedRun, config: dict[str, Any], seed: int | None
 ) -> None:
     """Body of a worker process: train one run and report how it ended."""
-    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)  # stop() cleans up, not a kill
+    # Ctrl-C reaches the whole process group: the parent alone decides, and stops workers
+    # with one SIGTERM each, which they turn into a clean exit.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     try:
         results.put((run.out_dir, _train_one(data, run, config, seed), None))
     except BaseException as error:  # reported to the parent, which decides what follows

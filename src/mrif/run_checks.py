@@ -21,6 +21,8 @@ ENCODER_FIELDS = (
     "activation",
     "norm",
     "embedding_norm",
+    "positions",
+    "distance_bias",
 )
 """Model fields that shape the transformer encoder MRIF takes from a SASRec run."""
 

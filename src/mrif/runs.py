@@ -88,6 +88,11 @@ def train_run(
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     log_handler = _attach_log(work_dir / "train.log")
+    if config.model.positions == "backward":
+        logger.warning(
+            "positions=backward breaks rule 22 (a training step sees how many items follow "
+            "it): use this run to measure that effect, not as a result"
+        )
     try:
         metrics = _train_run(data, model_name, work_dir, config, data_seed, pretrained, progress)
     except BaseException:

@@ -3,9 +3,11 @@
 No test touches the network: the downloader is replaced in every test.
 """
 
+import concurrent.futures
 import gzip
 import hashlib
 import json
+import time
 import urllib.error
 
 import pytest
@@ -158,10 +160,44 @@ def test_a_cached_dataset_of_an_older_format_is_prepared_again(tmp_path, monkeyp
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "format_version": FORMAT_VERSION - 1}))
+    (out / "left-by-the-old-version").touch()
 
     assert resolve_dataset("tiny") == out
     assert json.loads(meta_path.read_text())["format_version"] == FORMAT_VERSION
-    PreparedDataset.load(out)  # loads: the stale copy was replaced, not patched
+    assert not (out / "left-by-the-old-version").exists()  # replaced, not patched
+    PreparedDataset.load(out)
+    assert [p.name for p in out.parent.iterdir() if ".old-" in p.name or ".tmp-" in p.name] == []
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_cached_dataset_of_a_newer_format_is_an_error(tmp_path, monkeypatch):
+    put(use_mirror(tmp_path, monkeypatch) / TINY.mirror_path, CONTENT)
+    out = resolve_dataset("tiny")
+    meta_path = out / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
+    with pytest.raises(RuntimeError, match=r"newer than this mrif reads.*MRIF_CACHE_DIR"):
+        resolve_dataset("tiny")
+    assert json.loads(meta_path.read_text())["format_version"] == FORMAT_VERSION + 1
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_concurrent_first_uses_prepare_once(tmp_path, monkeypatch):
+    """Threads stand in for processes: the cache lock lets one prepare, the others wait and
+    reuse its directory."""
+    put(use_mirror(tmp_path, monkeypatch) / TINY.mirror_path, CONTENT)
+    calls = []
+    real_prepare = registry.prepare_dataset
+
+    def slow_prepare(*args, **kwargs):
+        calls.append(kwargs)
+        time.sleep(0.2)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(registry, "prepare_dataset", slow_prepare)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: resolve_dataset("tiny"), range(4)))
+    assert len(set(outs)) == 1 and len(calls) == 1
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -76,7 +76,7 @@ def prepare_dataset(
         n_eval_negatives: negatives per evaluated user, drawn without replacement (rule 9).
         name: dataset name for meta.json; defaults to the file name without suffixes.
         overwrite: replace a complete ``out_dir``.
-        skip_bad_lines: drop bad lines (rows of a Parquet file) instead of failing at the
+        skip_bad_lines: drop bad lines (rows, for Parquet) instead of failing at the
             first; their count goes to meta.json (``source.n_bad_lines_skipped``).
 
     Note:
@@ -291,8 +291,14 @@ def _write_atomically(out_dir: Path, write: Callable[[Path], None], overwrite: b
         if overwrite and out_dir.is_dir():
             old = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
             os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
+            try:
+                os.replace(tmp, out_dir)
+            except OSError as err:
+                # Another writer filled out_dir between the two renames: keep theirs.
+                message = f"out_dir {out_dir} appeared while preparing ({err})"
+                raise FileExistsError(message) from None
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
         else:
             try:
                 os.replace(tmp, out_dir)  # succeeds only if out_dir is absent or empty

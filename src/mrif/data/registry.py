@@ -47,12 +47,18 @@ import tempfile
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.prepare import prepare_dataset
 from mrif.data.readers import content_sha256, source_sha256
+
+try:
+    import fcntl
+except ImportError:  # Windows has no fcntl: concurrent first uses are not serialised there
+    fcntl = None  # type: ignore[assignment]
 
 logger = logging.getLogger(__name__)
 
@@ -296,7 +302,11 @@ def _record_checksum(entry: RegisteredDataset, got: str, where: str | Path, reco
 
 
 def _is_current(prepared_dir: Path) -> bool:
-    """A cached prepared directory that is complete and of this version of the format."""
+    """A cached prepared directory that is complete and of this version of the format.
+
+    Raises:
+        RuntimeError: the directory was prepared by a newer mrif, which this one cannot read.
+    """
     meta_path = prepared_dir / "meta.json"
     if not meta_path.is_file():
         return False
@@ -304,6 +314,11 @@ def _is_current(prepared_dir: Path) -> bool:
         version = json.loads(meta_path.read_text()).get("format_version")
     except (OSError, ValueError):
         return False
+    if isinstance(version, int) and version > FORMAT_VERSION:
+        raise RuntimeError(
+            f"{prepared_dir} has format_version {version}, newer than this mrif reads "
+            f"({FORMAT_VERSION}); upgrade mrif or point MRIF_CACHE_DIR elsewhere"
+        )
     if version != FORMAT_VERSION:
         logger.info("%s has format_version %r; preparing it again", prepared_dir, version)
         return False
@@ -320,17 +335,32 @@ def _prepare_once(
     k_core: int | None = None,
     dedupe: bool = False,
 ) -> Path:
-    stale = (out_dir / "meta.json").is_file()  # an older format_version (see _is_current)
-    try:
-        return prepare_dataset(
-            source, out_dir, fmt=fmt, k_core=k_core, dedupe=dedupe, seed=seed, name=name,
-            overwrite=stale,
-        )  # fmt: skip
-    except FileExistsError:
-        # A concurrent run finished first; a directory with meta.json is complete.
-        if (out_dir / "meta.json").is_file():
+    """Prepare into the cache, one process at a time: a process that waited for the lock
+    finds the directory another has just written and uses it."""
+    with _cache_lock(out_dir):
+        if _is_current(out_dir):
             return out_dir
-        raise
+        stale = (out_dir / "meta.json").is_file()  # an older format_version
+        try:
+            return prepare_dataset(
+                source, out_dir, fmt=fmt, k_core=k_core, dedupe=dedupe, seed=seed, name=name,
+                overwrite=stale,
+            )  # fmt: skip
+        except FileExistsError:
+            # A writer outside this lock finished first; a directory with meta.json is complete.
+            if (out_dir / "meta.json").is_file():
+                return out_dir
+            raise
+
+
+@contextlib.contextmanager
+def _cache_lock(out_dir: Path) -> Iterator[None]:
+    """An exclusive lock on ``.<name>.lock`` beside ``out_dir`` (where ``fcntl`` exists)."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_dir.parent / f".{out_dir.name}.lock", "a") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _write_atomically(target: Path, data: bytes) -> None:

@@ -146,14 +146,14 @@ class TransformerBlock(nn.Module):
 
     def _logit_mask(self, can_attend: torch.Tensor) -> torch.Tensor:
         """The boolean mask itself, or with a distance bias, a float mask: the bias where
-        attending is allowed, -inf elsewhere. (B, 1 or H, L, L)."""
+        attending is allowed, ``MASK_FILL`` elsewhere. (B, 1 or H, L, L)."""
         if self.distance_bias is None:
             return can_attend
         seq_len = can_attend.shape[-1]
         steps = torch.arange(seq_len, device=can_attend.device)
         distance = (steps[:, None] - steps[None, :]).clamp(0, self.distance_bias.shape[1] - 1)
         bias = self.distance_bias[:, distance]  # (H, L, L); only key <= query is ever used
-        return bias.masked_fill(~can_attend, float("-inf"))
+        return bias.masked_fill(~can_attend, MASK_FILL)
 
 
 INIT_STD = 0.02

@@ -38,7 +38,9 @@ class ModelConfig:
 
     Args:
         dim: embedding and hidden width D.
-        n_heads: attention heads; must divide ``dim``.
+        n_heads: attention heads; must divide ``dim``. The paper does not say; 2 scored
+            higher than 1 on Beauty's validation target (ndcg@10 0.3407 against 0.3343 for
+            SASRec, seed 0), so 2 is the default.
         n_layers: transformer layers (paper: 2).
         dropout: dropout on embeddings, attention weights and feed-forward outputs.
         max_len: longest history fed to the model; older items are dropped (rule 8).
@@ -64,7 +66,7 @@ class ModelConfig:
     """
 
     dim: int = 64
-    n_heads: int = 1
+    n_heads: int = 2
     n_layers: int = 2
     dropout: float = 0.5
     max_len: int = 50

@@ -89,9 +89,20 @@ class SequentialRecommender(nn.Module):
             negatives: (B, L) one sampled negative per step.
             users: (B,) user ids; required when ``uses_users``.
         """
-        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
-        per_step = -F.logsigmoid(scores[..., 0]) - F.logsigmoid(-scores[..., 1])  # (B, L)
+        positive, negative = self.pair_scores(item_seq, positives, negatives, users)
+        per_step = -F.logsigmoid(positive) - F.logsigmoid(-negative)  # (B, L)
         return mean_over_examples(per_step, item_seq)
+
+    def pair_scores(
+        self,
+        item_seq: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+        users: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) scores of each step's positive and of its negative, in one scoring pass."""
+        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
+        return scores[..., 0], scores[..., 1]
 
 
 def mean_over_examples(per_step: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:

@@ -64,5 +64,5 @@ class BPR(SequentialRecommender):
         users: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Pairwise BPR loss: the positive should outscore the sampled negative."""
-        scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
-        return mean_over_examples(-F.logsigmoid(scores[..., 0] - scores[..., 1]), item_seq)
+        positive, negative = self.pair_scores(item_seq, positives, negatives, users)
+        return mean_over_examples(-F.logsigmoid(positive - negative), item_seq)

@@ -326,3 +326,12 @@ def test_backward_positions_are_flagged_in_the_run_log(tiny_dataset_dir: Path, t
     argv = ["train", "--data", tiny_dataset_dir, "--model", "sasrec", "--out", out, *FAST]
     assert run_cli(*argv, "--positions", "backward") == 0
     assert "positions=backward breaks rule 22" in (out / "train.log").read_text()
+
+
+def test_softmax_loss_on_mrif_fails_before_pre_training(tiny_dataset_dir, tmp_path, capsys) -> None:
+    out = tmp_path / "r"
+    argv = ["train", "--data", tiny_dataset_dir, "--model", "mrif-attn", "--out", out, *FAST]
+    assert run_cli(*argv, "--loss", "ce") == 2
+    err = capsys.readouterr().err
+    assert "loss='ce' needs a model that scores every item" in err and "pretrain" not in err
+    assert not out.exists()

@@ -69,3 +69,34 @@ def test_fused_adam_makes_the_updates_of_the_plain_loop(name: str) -> None:
             a, b = a[torch.arange(a.numel()) // 8 != 1], b[torch.arange(b.numel()) // 8 != 1]
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5, msg=lambda m, key=key: f"{key}: {m}")
     assert any(not torch.equal(a, b) for a, b in zip(start, fast.parameters(), strict=True))
+
+
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_softmax_loss_is_the_cross_entropy_over_real_items(name: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(name, 12, ModelConfig(dim=8, max_len=5, dropout=0.0), 3).eval()
+    seq = torch.tensor([[0, 0, 3, 7, 2], [4, 1, 9, 9, 5]])
+    positives = torch.tensor([[0, 0, 7, 2, 11], [1, 9, 9, 5, 12]])
+    expected = []
+    for row in range(2):
+        for step in range(5):
+            if seq[row, step] == 0:
+                continue
+            candidates = torch.arange(1, 13)  # every real item; padding is never a class
+            scores = model.candidate_scores(seq[row : row + 1, : step + 1], candidates)[0]
+            target = int(positives[row, step]) - 1
+            expected.append(-torch.log_softmax(scores, dim=0)[target])
+    torch.testing.assert_close(
+        model.softmax_loss(seq, positives), torch.stack(expected).mean(), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_softmax_loss_trains_and_is_refused_where_it_cannot_work(tiny_dataset) -> None:
+    config = TrainConfig(epochs=3, patience=3, loss="ce")
+    seed_everything(0)
+    model = build_model("sasrec", tiny_dataset.n_items, ModelConfig(dim=8, max_len=8))
+    result = fit(model, tiny_dataset, config)
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    mrif = build_model("mrif-attn", tiny_dataset.n_items, ModelConfig(dim=8, max_len=8))
+    with pytest.raises(ValueError, match="loss='ce' needs a model that scores every item"):
+        fit(mrif, tiny_dataset, config)

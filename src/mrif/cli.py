@@ -33,6 +33,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--embedding-norm": ("model", "embedding_norm", bool),
     "--positions": ("model", "positions", str),
     "--distance-bias": ("model", "distance_bias", bool),
+    "--loss": ("train", "loss", str),
     "--lr": ("train", "lr", float),
     "--batch-size": ("train", "batch_size", int),
     "--epochs": ("train", "epochs", int),

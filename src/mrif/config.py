@@ -18,7 +18,7 @@ DEVICES = ("cpu", "cuda")
 ACTIVATIONS = ("relu", "gelu")
 NORM_PLACEMENTS = ("post", "pre")
 POSITION_SCHEMES = ("forward", "backward")
-LOSSES = ("bce",)
+LOSSES = ("bce", "ce")
 SELECTION_METRICS = ("ndcg@10", "hit@10", "ndcg@5", "hit@5", "mrr", "auc", "gauc")
 
 
@@ -123,7 +123,9 @@ class TrainConfig:
             SASRec run of the same seed.
         pretrain_lr: Adam learning rate of the pre-training.
         pretrain_patience: patience of the pre-training stage.
-        loss: training loss; ``bce`` with one sampled negative per positive (rule 23).
+        loss: training loss: ``bce`` with one sampled negative per positive (rule 23, the
+            paper's), or ``ce``, softmax cross-entropy over the whole catalogue at every step
+            (SASRec, GRU4Rec and LSTM4Rec only; an option, never the reproduction default).
         select_metric: sampled validation metric used for model selection (rule 16).
         eval_batch_size: users per evaluation batch.
         item_chunk: items scored at once under the full-ranking protocol.

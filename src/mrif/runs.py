@@ -43,9 +43,14 @@ from mrif.run_dir import (
     save_weights,
     write_json,
 )
-from mrif.training import FitResult, evaluate_untrained, fit, seed_everything
+from mrif.training import FitResult, check_loss, evaluate_untrained, fit, seed_everything
 
 logger = logging.getLogger(__name__)
+
+LOSS_DESCRIPTIONS = {
+    "bce": "bce (one sampled negative per step)",
+    "ce": "ce (softmax over every item at every step)",
+}
 
 PROTOCOLS = ("sampled", "full")
 
@@ -129,6 +134,7 @@ def _train_run(
 
     seed_everything(train.seed)
     model = build_model(model_name, dataset.n_items, config.model, dataset.n_users)
+    check_loss(model, train.loss)
     model.fit_statistics([dataset.train_sequence(u) for u in range(dataset.n_users)])
     logger.info("training %s on %s (%d users, %d items) with seed %d", model_name,
                 dataset_dir, dataset.n_users, dataset.n_items, train.seed)  # fmt: skip
@@ -169,7 +175,7 @@ def _train_run(
         "model": model_name,
         "dataset": _dataset_record(data, dataset),
         "seed": train.seed,
-        "loss": f"{train.loss} (one sampled negative per step)",
+        "loss": LOSS_DESCRIPTIONS[train.loss],
         "lr": train.lr or model.default_lr,
         "best_epoch": fitted.best_epoch,
         "epochs_run": fitted.epochs_run,

@@ -69,6 +69,7 @@ def fit(
     """
     if not model.is_trainable:
         raise ValueError(f"{model.name} has nothing to train; use evaluate_untrained")
+    check_loss(model, config.loss)
     epochs = config.epochs if epochs is None else epochs
     patience = config.patience if patience is None else patience
     lr = lr or config.lr or model.default_lr
@@ -92,7 +93,7 @@ def fit(
             batches, total=n_batches, desc=f"{stage} {epoch}", leave=False, disable=not progress
         )
         try:
-            mean_loss = train_epoch(model, bar, sampler, optimizer, negative_rng)
+            mean_loss = train_epoch(model, bar, sampler, optimizer, negative_rng, config.loss)
         except FloatingPointError as error:
             raise FloatingPointError(f"{stage}: epoch {epoch}, {error}") from None
 
@@ -119,6 +120,15 @@ def fit(
     best.seconds = time.perf_counter() - started
     model.load_state_dict(best_state)
     return best
+
+
+def check_loss(model: SequentialRecommender, loss_name: str) -> None:
+    """Fail before training when the model cannot be trained with ``loss_name``."""
+    if loss_name == "ce" and not model.supports_softmax_loss:
+        raise ValueError(
+            f"loss='ce' needs a model that scores every item with one dot product; "
+            f"{model.name} does not (use loss='bce')"
+        )
 
 
 def make_optimizer(
@@ -163,8 +173,11 @@ def train_epoch(
     sampler: NegativeSampler,
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
+    loss_name: str = "bce",
 ) -> float:
     """One pass over ``batches``; returns the loss averaged over training steps.
+
+    ``bce`` draws one negative per step from ``sampler``; ``ce`` needs none.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (names the step).
@@ -176,9 +189,11 @@ def train_epoch(
         inputs = torch.from_numpy(batch.inputs).to(device)
         positives = torch.from_numpy(batch.positives).to(device)
         users = torch.from_numpy(batch.users)
-        negatives = sampler.sample(users, inputs.shape[1], generator)
-
-        loss = model.loss(inputs, positives, negatives, users.to(device))
+        if loss_name == "ce":
+            loss = model.softmax_loss(inputs, positives, users.to(device))
+        else:
+            negatives = sampler.sample(users, inputs.shape[1], generator)
+            loss = model.loss(inputs, positives, negatives, users.to(device))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"step {step}: loss became {loss.item()}; try a lower lr")
         optimizer.zero_grad(set_to_none=True)

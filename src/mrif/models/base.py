@@ -11,6 +11,7 @@ from torch import nn
 
 from mrif import PAD_ID
 from mrif.config import ModelConfig
+from mrif.models.layers import MASK_FILL
 
 
 class SequentialRecommender(nn.Module):
@@ -35,6 +36,10 @@ class SequentialRecommender(nn.Module):
     is_trainable: bool = True
     """False for models fitted by counting (POP): training is skipped, ``fit_statistics`` is
     all they need."""
+    supports_softmax_loss: bool = False
+    """True if :meth:`all_item_step_scores` exists, which the ``ce`` loss needs: a model whose
+    score is one dot product per item. MRIF attends over the history once per target item,
+    so a softmax over the catalogue would cost a full ranking per training step."""
 
     def fit_statistics(self, train_sequences: Sequence[np.ndarray]) -> None:
         """Read what the model counts from the training sequences (index = user id) before
@@ -93,6 +98,22 @@ class SequentialRecommender(nn.Module):
         per_step = -F.logsigmoid(positive) - F.logsigmoid(-negative)  # (B, L)
         return mean_over_examples(per_step, item_seq)
 
+    def all_item_step_scores(
+        self, item_seq: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B, L, n_items + 1) scores of every item at every step; column 0 is padding."""
+        raise NotImplementedError(f"{self.name} cannot score every item at every step")
+
+    def softmax_loss(
+        self, item_seq: torch.Tensor, positives: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Cross-entropy of the next item against the whole catalogue at every step (the
+        ``ce`` option of rule 23; not the paper's loss). Padding is never a class."""
+        logits = self.all_item_step_scores(item_seq, users)
+        logits = logits.masked_fill(_padding_column(logits), MASK_FILL)
+        per_step = F.cross_entropy(logits.transpose(1, 2), positives, reduction="none")
+        return mean_over_examples(per_step, item_seq)
+
     def pair_scores(
         self,
         item_seq: torch.Tensor,
@@ -103,6 +124,13 @@ class SequentialRecommender(nn.Module):
         """(B, L) scores of each step's positive and of its negative, in one scoring pass."""
         scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
         return scores[..., 0], scores[..., 1]
+
+
+def _padding_column(logits: torch.Tensor) -> torch.Tensor:
+    """(n_items + 1,) mask, True at the padding id, broadcastable over (B, L, n_items + 1)."""
+    column = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+    column[PAD_ID] = True
+    return column
 
 
 def mean_over_examples(per_step: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,7 @@ class SASRec(SequentialRecommender):
 
     name = "sasrec"
     default_lr = 2e-3
+    supports_softmax_loss = True
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()
@@ -38,6 +39,11 @@ class SASRec(SequentialRecommender):
     ) -> torch.Tensor:
         states = self.encoder(item_seq)  # (B, L, D)
         return score_steps(states, self.encoder.item_embedding(targets))
+
+    def all_item_step_scores(
+        self, item_seq: torch.Tensor, users: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self.encoder(item_seq) @ self.encoder.item_embedding.weight.T  # (B, L, N + 1)
 
     def candidate_scores(
         self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None

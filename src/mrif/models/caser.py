@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,10 +79,10 @@ class Caser(SequentialRecommender):
         windows = padded.unfold(1, MARKOV_ORDER, 1)  # (B, L, D, M)
         vertical_weight = self.vertical.weight.view(N_VERTICAL, MARKOV_ORDER)
         vertical = torch.einsum("bldm,fm->blfd", windows, vertical_weight)
-        vertical = vertical + self.vertical.bias[:, None]  # (B, L, n_v, D)
+        vertical = vertical + cast(torch.Tensor, self.vertical.bias)[:, None]  # (B, L, n_v, D)
         sequence = padded.transpose(1, 2)  # (B, D, L+M-1)
         horizontal = []
-        for height, conv in enumerate(self.horizontal, start=1):
+        for height, conv in enumerate(cast("list[nn.Conv2d]", self.horizontal), start=1):
             weight = conv.weight.squeeze(1).transpose(1, 2)  # (n_h, D, h)
             placements = F.relu(F.conv1d(sequence, weight, conv.bias))  # (B, n_h, L+M-h)
             pooled = F.max_pool1d(placements, MARKOV_ORDER - height + 1, stride=1)

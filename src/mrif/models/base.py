@@ -11,7 +11,6 @@ from torch import nn
 
 from mrif import PAD_ID
 from mrif.config import ModelConfig
-from mrif.models.layers import MASK_FILL
 
 
 class SequentialRecommender(nn.Module):
@@ -109,9 +108,11 @@ class SequentialRecommender(nn.Module):
     ) -> torch.Tensor:
         """Cross-entropy of the next item against the whole catalogue at every step (the
         ``ce`` option of rule 23; not the paper's loss). Padding is never a class."""
-        logits = self.all_item_step_scores(item_seq, users)
-        logits = logits.masked_fill(_padding_column(logits), MASK_FILL)
-        per_step = F.cross_entropy(logits.transpose(1, 2), positives, reduction="none")
+        logits = self.all_item_step_scores(item_seq, users)[..., PAD_ID + 1 :]  # real items
+        classes = positives - (PAD_ID + 1)  # -1 where a step has no example
+        per_step = F.cross_entropy(
+            logits.transpose(1, 2), classes, ignore_index=-1, reduction="none"
+        )
         return mean_over_examples(per_step, item_seq)
 
     def pair_scores(
@@ -124,13 +125,6 @@ class SequentialRecommender(nn.Module):
         """(B, L) scores of each step's positive and of its negative, in one scoring pass."""
         scores = self.step_scores(item_seq, torch.stack([positives, negatives], dim=-1), users)
         return scores[..., 0], scores[..., 1]
-
-
-def _padding_column(logits: torch.Tensor) -> torch.Tensor:
-    """(n_items + 1,) mask, True at the padding id, broadcastable over (B, L, n_items + 1)."""
-    column = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    column[PAD_ID] = True
-    return column
 
 
 def mean_over_examples(per_step: torch.Tensor, item_seq: torch.Tensor) -> torch.Tensor:

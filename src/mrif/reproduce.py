@@ -30,6 +30,7 @@ from mrif.data.registry import resolve_dataset
 from mrif.interrupts import raise_keyboard_interrupt
 from mrif.models import MODEL_NAMES, MRIF_NAMES
 from mrif.report import write_report
+from mrif.run_dir import recorded_format_version
 from mrif.runs import RunError, train_run
 
 logger = logging.getLogger(__name__)
@@ -141,8 +142,7 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     their_dataset = record.get("dataset", {})
     if their_dataset.get("path") != str(dataset_dir.resolve()):
         differences.insert(0, "dataset")
-    elif their_dataset.get("format_version", 1) != FORMAT_VERSION:
-        # Runs recorded before format_version existed in the record used version 1.
+    elif recorded_format_version(record) != FORMAT_VERSION:
         differences.insert(0, "dataset format_version (other evaluation negatives)")
     if differences:
         raise RunError(

@@ -10,7 +10,7 @@ import torch
 
 from mrif.config import ModelConfig, RunConfig
 from mrif.data.dataset import PreparedDataset
-from mrif.run_dir import RunError, read_record
+from mrif.run_dir import RunError, read_record, recorded_format_version
 
 ENCODER_FIELDS = (
     "dim",
@@ -38,7 +38,7 @@ def check_pretrained_run(path: Path, dataset: PreparedDataset, config: RunConfig
     theirs = record.get("dataset", {}).get("path")
     if theirs != str(Path(dataset.path).resolve()):
         raise RunError(f"--pretrained {path} was trained on {theirs}, not on {dataset.path}")
-    their_version = record.get("dataset", {}).get("format_version", 1)
+    their_version = recorded_format_version(record)
     if their_version != dataset.meta.get("format_version"):
         raise RunError(
             f"--pretrained {path} was trained on format_version {their_version} of "

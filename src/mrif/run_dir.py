@@ -82,6 +82,12 @@ def read_record(path: Path) -> dict[str, Any]:
     return record
 
 
+def recorded_format_version(record: dict[str, Any]) -> int:
+    """The dataset format a run was trained on; records written before the field existed
+    were all format 1."""
+    return int(record.get("dataset", {}).get("format_version", 1))
+
+
 def save_weights(model: SequentialRecommender, path: Path) -> None:
     """Write the state dict as safetensors (written beside, then renamed: never half a file)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

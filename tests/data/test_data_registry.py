@@ -153,13 +153,20 @@ def test_resolve_dataset_prepares_a_name_once(tmp_path, monkeypatch):
     assert resolve_dataset(out) == out  # a prepared directory is returned as is
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-def test_a_cached_dataset_of_an_older_format_is_prepared_again(tmp_path, monkeypatch):
+def cached_tiny_with_format(tmp_path, monkeypatch, version: int):
+    """The tiny dataset prepared into the cache, its meta.json then set to ``version``."""
     put(use_mirror(tmp_path, monkeypatch) / TINY.mirror_path, CONTENT)
     out = resolve_dataset("tiny")
     meta_path = out / "meta.json"
     meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "format_version": FORMAT_VERSION - 1}))
+    meta_path.write_text(json.dumps({**meta, "format_version": version}))
+    return out
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_a_cached_dataset_of_an_older_format_is_prepared_again(tmp_path, monkeypatch):
+    out = cached_tiny_with_format(tmp_path, monkeypatch, FORMAT_VERSION - 1)
+    meta_path = out / "meta.json"
     (out / "left-by-the-old-version").touch()
 
     assert resolve_dataset("tiny") == out
@@ -171,11 +178,8 @@ def test_a_cached_dataset_of_an_older_format_is_prepared_again(tmp_path, monkeyp
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_a_cached_dataset_of_a_newer_format_is_an_error(tmp_path, monkeypatch):
-    put(use_mirror(tmp_path, monkeypatch) / TINY.mirror_path, CONTENT)
-    out = resolve_dataset("tiny")
+    out = cached_tiny_with_format(tmp_path, monkeypatch, FORMAT_VERSION + 1)
     meta_path = out / "meta.json"
-    meta = json.loads(meta_path.read_text())
-    meta_path.write_text(json.dumps({**meta, "format_version": FORMAT_VERSION + 1}))
     with pytest.raises(RuntimeError, match=r"newer than this mrif reads.*MRIF_CACHE_DIR"):
         resolve_dataset("tiny")
     assert json.loads(meta_path.read_text())["format_version"] == FORMAT_VERSION + 1

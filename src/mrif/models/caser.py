@@ -11,7 +11,7 @@ from torch import nn
 from mrif import PAD_ID
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender, require_users
-from mrif.models.layers import init_weights, score_candidates, score_steps
+from mrif.models.layers import Dropout, init_weights, score_candidates, score_steps
 
 MARKOV_ORDER = 5
 """Items in each convolution window (the paper's L)."""
@@ -54,7 +54,7 @@ class Caser(SequentialRecommender):
         self.horizontal = nn.ModuleList(
             nn.Conv2d(1, N_HORIZONTAL, (height, dim)) for height in range(1, MARKOV_ORDER + 1)
         )
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.dense = nn.Linear(N_VERTICAL * dim + N_HORIZONTAL * MARKOV_ORDER, dim)
         self.output_embedding = nn.Embedding(n_items + 1, 2 * dim, padding_idx=PAD_ID)
         self.output_bias = nn.Embedding(n_items + 1, 1, padding_idx=PAD_ID)

@@ -8,7 +8,7 @@ from torch import nn
 from mrif import PAD_ID
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender
-from mrif.models.layers import init_weights
+from mrif.models.layers import Dropout, init_weights
 
 ATTENTION_WIDTH = 8
 """Hidden width of the activation unit that weighs each history item against the target. The
@@ -54,7 +54,7 @@ class DIN(SequentialRecommender):
         layers: list[nn.Module] = []
         width = 3 * dim
         for hidden in TOWER_WIDTHS:
-            layers += [nn.Linear(width, hidden), nn.PReLU(), nn.Dropout(config.dropout)]
+            layers += [nn.Linear(width, hidden), nn.PReLU(), Dropout(config.dropout)]
             width = hidden
         self.tower = nn.Sequential(*layers, nn.Linear(width, 1))
         self.apply(init_weights)

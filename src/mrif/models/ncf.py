@@ -8,7 +8,7 @@ from torch import nn
 from mrif import PAD_ID
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender, require_users
-from mrif.models.layers import init_weights
+from mrif.models.layers import Dropout, init_weights
 
 PAIR_BUDGET = 2**20
 """Largest (user x candidate x width) block of the MLP branch held at once while scoring."""
@@ -48,7 +48,7 @@ class NCF(SequentialRecommender):
         self.mlp_input = nn.Linear(widths[0], widths[1])
         tower: list[nn.Module] = []
         for inner, outer in zip(widths[1:-1], widths[2:], strict=True):
-            tower += [nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(inner, outer)]
+            tower += [nn.ReLU(), Dropout(config.dropout), nn.Linear(inner, outer)]
         self.mlp_tower = nn.Sequential(*tower, nn.ReLU())
         self.predict = nn.Linear(dim + widths[-1], 1)
         self.apply(init_weights)

@@ -8,7 +8,7 @@ from torch import nn
 from mrif import PAD_ID
 from mrif.config import ModelConfig
 from mrif.models.base import SequentialRecommender
-from mrif.models.layers import init_weights, score_candidates, score_steps
+from mrif.models.layers import Dropout, init_weights, score_candidates, score_steps
 
 CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -43,7 +43,7 @@ class RecurrentRecommender(SequentialRecommender):
         self.n_items = n_items
         self.config = config
         self.item_embedding = nn.Embedding(n_items + 1, config.dim, padding_idx=PAD_ID)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = CELLS[cell](config.dim, config.dim, num_layers=config.n_layers, batch_first=True)
         init_weights(self.item_embedding)
         with torch.no_grad():

@@ -15,8 +15,15 @@ CONFIG = ModelConfig(dim=8, dropout=0.0, max_len=6)
 
 
 def trained_like(name: str, n_items: int, n_users: int = 1) -> torch.nn.Module:
+    """A model at its initial weights, except random layer-norm gains: with the initial gains
+    of one every extractor output has the same norm, and the max aggregator's choice between
+    them (so the ranks compared here) would be float noise."""
     torch.manual_seed(0)
     model = build_model(name, n_items, CONFIG, n_users)
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if "norm" in parameter_name:
+                parameter.normal_()
     if isinstance(model, MRIF):
         model.extractor_is_pretrained.fill_(True)
     return model.eval()

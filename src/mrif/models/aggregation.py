@@ -6,7 +6,7 @@ history ends (rule 22): scoring the item after step t must see zeros past t, exa
 history ended there. Level l reaches at most ``l * w`` steps ahead, so a position's value takes
 one of ``R + 1`` forms, ``R = n_levels * w``: truncated r = 0, 1, ..., R - 1 steps after it,
 or not truncated (r = R). We compute all forms at once, as *variants*
-``V[:, r, i] = aggregate at i when the history ends at i + r``; every step of a sequence can
+``V[r][:, i] = aggregate at i when the history ends at i + r``; every step of a sequence can
 then be scored in one pass with the values it is allowed to see.
 """
 
@@ -64,7 +64,7 @@ class WindowAggregation(nn.Module):
             nn.Parameter(torch.zeros(n_levels, window)) if aggregator == "attn" else None
         )
 
-    def forward(self, interests: torch.Tensor, is_item: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, interests: torch.Tensor, is_item: torch.Tensor) -> list[list[torch.Tensor]]:
         """Aggregate level 0 into levels 1..n_levels.
 
         Args:
@@ -72,38 +72,50 @@ class WindowAggregation(nn.Module):
             is_item: (B, L) True on real history steps.
 
         Returns:
-            ``n_levels + 1`` tensors of shape (B, R + 1, L, D): ``[l][:, r, i]`` is level l at
-            step i when the history ends r steps after i (r = R: not truncated).
+            ``n_levels + 1`` lists of ``R + 1`` tensors (B, L, D): ``[l][r][:, i]`` is level l
+            at step i when the history ends r steps after i (r = R: not truncated). Variants
+            that cannot differ are the same tensor: level l is untruncated from r = l * w on.
         """
         n_variants, w = self.n_variants, self.half_window
-        keep = is_item[:, None, :, None].to(interests.dtype)  # (B, 1, L, 1)
-
-        level = interests.unsqueeze(1).expand(-1, n_variants, -1, -1)  # (B, R+1, L, D)
+        keep = is_item[:, :, None].to(interests.dtype)  # (B, L, 1)
+        level = [interests] * n_variants
         levels = [level]
         for depth in range(self.n_levels):
-            variants = []
-            for r in range(n_variants):
-                window = []
-                for offset in range(-w, w + 1):
-                    ahead = r - offset  # steps between the neighbour and the history's end
-                    if ahead < 0:
-                        window.append(torch.zeros_like(level[:, 0]))
-                    else:
-                        source = level[:, min(ahead, n_variants - 1)]  # (B, L, D)
-                        window.append(shift_steps(source, offset))
-                variants.append(self._combine(torch.stack(window, dim=1), depth))  # (B, L, D)
-            level = torch.stack(variants, dim=1) * keep  # (B, R+1, L, D)
+            distinct = min((depth + 1) * w, n_variants - 1) + 1
+            variants = [self._window(level, r, depth) * keep for r in range(distinct)]
+            level = variants + [variants[-1]] * (n_variants - distinct)
             levels.append(level)
         return levels
 
-    def _combine(self, window: torch.Tensor, depth: int) -> torch.Tensor:
-        """window: (B, W, L, D) -> (B, L, D)."""
-        if self.aggregator == "mean":
-            return window.mean(dim=1)
+    def _window(self, level: list[torch.Tensor], r: int, depth: int) -> torch.Tensor:
+        """Variant ``r`` of the next level: each neighbour at ``offset`` is the previous
+        level's variant for a history ending ``r - offset`` steps after it, or zero (left out
+        of the window, which the three aggregators treat as a zero vector) when that is
+        past the end."""
+        w = self.half_window
+        offsets = [offset for offset in range(-w, w + 1) if r - offset >= 0]
+        neighbours = [
+            shift_steps(level[min(r - offset, self.n_variants - 1)], offset) for offset in offsets
+        ]
+        return self._combine(neighbours, [offset + w for offset in offsets], depth)
+
+    def _combine(
+        self, neighbours: list[torch.Tensor], slots: list[int], depth: int
+    ) -> torch.Tensor:
+        """Neighbours (B, L, D) at window ``slots`` (0..W-1; absent slots are zero) -> (B, L, D)."""
         if self.aggregator == "max":
+            window = torch.stack(neighbours, dim=1)  # (B, n, L, D)
             strongest = window.norm(dim=-1).argmax(dim=1)  # (B, L)
             index = strongest[:, None, :, None].expand(-1, 1, -1, window.shape[-1])
             return window.gather(1, index).squeeze(1)
+        if self.aggregator == "mean":
+            total = neighbours[0]
+            for neighbour in neighbours[1:]:
+                total = total + neighbour
+            return total / (2 * self.half_window + 1)
         assert self.offset_scores is not None
         weights = torch.softmax(self.offset_scores[depth], dim=0)  # (W,)
-        return torch.einsum("w,bwld->bld", weights, window)
+        total = neighbours[0] * weights[slots[0]]
+        for neighbour, slot in zip(neighbours[1:], slots[1:], strict=True):
+            total = total + neighbour * weights[slot]
+        return total

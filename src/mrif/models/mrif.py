@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mrif import PAD_ID
 from mrif.config import ConfigError, ModelConfig
-from mrif.models.aggregation import WindowAggregation
+from mrif.models.aggregation import WindowAggregation, shift_steps
 from mrif.models.base import SequentialRecommender
 from mrif.models.layers import MASK_FILL, SequenceEncoder
 
@@ -58,7 +57,7 @@ class MRIF(SequentialRecommender):
         self.encoder.load_state_dict(encoder_state)
         self.extractor_is_pretrained.fill_(True)
 
-    def _levels(self, item_seq: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def _levels(self, item_seq: torch.Tensor) -> tuple[list[list[torch.Tensor]], torch.Tensor]:
         is_item = item_seq != PAD_ID  # (B, L)
         interests = self.encoder(item_seq)  # (B, L, D), zero on padding
         return self.aggregation(interests, is_item), is_item
@@ -82,12 +81,13 @@ class MRIF(SequentialRecommender):
         scores = torch.zeros(targets.shape, dtype=target_emb.dtype, device=item_seq.device)
         for level in levels:
             # Keys at lag >= R use the untruncated variant; nearer keys use variant r = lag.
-            logits = torch.bmm(flat_targets, level[:, -1].transpose(1, 2))  # (B, L*T, L)
+            logits = torch.bmm(flat_targets, level[-1].transpose(1, 2))  # (B, L*T, L)
             logits = logits.view(batch, seq_len, n_targets, seq_len)  # (B, L, T, L)
             for r in range(min(n_variants - 1, seq_len)):
-                keys = level[:, r, : seq_len - r].unsqueeze(2)  # (B, L-r, 1, D)
-                near = (target_emb[:, r:] * keys).sum(-1)  # (B, L-r, T), key i = t - r
-                near = nn.functional.pad(near, (0, 0, r, 0))  # (B, L, T), indexed by t
+                if level[r] is level[-1]:
+                    continue  # this variant is the untruncated one: nothing to replace
+                keys = shift_steps(level[r], -r).unsqueeze(2)  # (B, L, 1, D): key i = t - r
+                near = (target_emb * keys).sum(-1)  # (B, L, T), indexed by t
                 logits = torch.where((lag == r)[:, None, :], near.unsqueeze(-1), logits)
             scores = scores + _attend(logits, can_attend, dim=3)  # (B, L, T)
         return scores.squeeze(-1) if one_target else scores
@@ -101,12 +101,16 @@ class MRIF(SequentialRecommender):
         cand_emb = self.encoder.item_embedding(candidates)  # (B, C, D) or (C, D)
 
         # The history ends at the last slot: step i sees variant min(L - 1 - i, R).
-        steps = torch.arange(seq_len, device=item_seq.device)
-        variant = (seq_len - 1 - steps).clamp(max=n_variants - 1)  # (L,)
-
+        n_truncated = min(n_variants - 1, seq_len)
         scores = None
         for level in levels:
-            visible = level[:, variant, steps]  # (B, L, D)
+            visible = torch.cat(
+                [level[-1][:, : seq_len - n_truncated]]
+                + [
+                    level[r][:, seq_len - 1 - r : seq_len - r] for r in reversed(range(n_truncated))
+                ],
+                dim=1,
+            )  # (B, L, D)
             # Steps before candidates, for shared (C, D) and per-user (B, C, D) candidates
             # alike: the softmax then runs along L across a contiguous row of candidates.
             # With L last, rows of Amazon's typical 5-10 steps made it ten times slower.

@@ -57,7 +57,7 @@ def test_padding_counts_as_zero() -> None:
 
 
 @pytest.mark.parametrize("kind", ["mean", "max", "attn"])
-@pytest.mark.parametrize(("n_levels", "w"), [(2, 1), (3, 2), (1, 0)])
+@pytest.mark.parametrize(("n_levels", "w"), [(2, 1), (3, 2), (1, 0), (0, 1), (2, 2)])
 def test_variants_equal_plain_aggregation_of_each_prefix(kind: str, n_levels: int, w: int) -> None:
     """The fast path computes every truncation at once; each must equal aggregating the prefix
     that ends at step t with a plain loop."""

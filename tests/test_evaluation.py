@@ -15,7 +15,7 @@ CONFIG = ModelConfig(dim=8, dropout=0.0, max_len=6)
 
 
 def trained_like(name: str, n_items: int, n_users: int = 1) -> torch.nn.Module:
-    """A model at its initial weights, except random layer-norm gains: with the initial gains
+    """A model at its initial weights, except random layer-norm gains and biases: with gains
     of one every extractor output has the same norm, and the max aggregator's choice between
     them (so the ranks compared here) would be float noise."""
     torch.manual_seed(0)

@@ -85,3 +85,44 @@ def test_attention_dropout_never_reaches_masked_keys() -> None:
     torch.manual_seed(5)
     after = attention(q, k, changed, mask, 0.5)
     torch.testing.assert_close(after[..., :-1, :], before[..., :-1, :])
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5])
+def test_dropout_rejects_probabilities_outside_zero_one(p: float) -> None:
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        Dropout(p)
+    with pytest.raises(ValueError, match=r"dropout probability must be in \[0, 1\)"):
+        dropout(torch.ones(3), p, training=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_dropout_keeps_the_dtype_and_the_rate(dtype: torch.dtype) -> None:
+    """The mask is drawn in float32: a bfloat16 draw is too coarse and keeps 0.898 at p=0.1."""
+    torch.manual_seed(0)
+    out = dropout(torch.ones(2_000_000, dtype=dtype), 0.1, training=True)
+    assert out.dtype == dtype
+    assert abs((out != 0).double().mean().item() - 0.9) < 0.0008
+
+
+def test_attention_dropout_drops_weights_not_outputs() -> None:
+    """The first query may attend to the first key only: dropping its one weight zeroes the
+    whole output row or keeps it as v / (1 - p); dropping outputs would zero single entries."""
+    q, k, v = (t.repeat(200, 1, 1, 1) for t in _qkv(torch.Generator().manual_seed(0)))
+    torch.manual_seed(0)
+    first_row = attention(q, k, v, _causal_bool_mask(), 0.5)[:, :, 0]  # (600, 2, 4)
+    kept = (first_row != 0).all(-1)
+    assert ((first_row == 0).all(-1) | kept).all()
+    torch.testing.assert_close(first_row[kept], (v[:, :, 0] / 0.5)[kept])
+    assert 0.4 < kept.float().mean().item() < 0.6
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("kind", ["bool", "float"])
+def test_attention_dropout_in_half_precision(dtype: torch.dtype, kind: str) -> None:
+    q, k, v = (t.to(dtype) for t in _qkv(torch.Generator().manual_seed(0)))
+    mask = _causal_bool_mask()
+    if kind == "float":
+        mask = torch.zeros(6, 6).masked_fill(~mask, -1e9)  # float32 bias on half inputs
+    out = attention(q, k, v, mask, 0.3)
+    assert out.dtype == dtype
+    assert torch.isfinite(out).all()

@@ -143,6 +143,16 @@ def test_one_pass_equals_scoring_each_prefix(model: torch.nn.Module) -> None:
             torch.testing.assert_close(one_pass[row, step], alone[0, 0], atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize(("n_levels", "window"), [(0, 3), (1, 5), (3, 3), (2, 5)])
+@pytest.mark.parametrize("name", ["mrif-avg", "mrif-max", "mrif-attn"])
+def test_mrif_one_pass_equals_each_prefix_for_other_windows(
+    name: str, n_levels: int, window: int
+) -> None:
+    """Rule 22 for aggregation depths and windows other than the paper's (2 levels of 3)."""
+    config = dataclasses.replace(CONFIG, n_levels=n_levels, window=window)
+    test_one_pass_equals_scoring_each_prefix(make_model(name, config=config))
+
+
 def test_backward_positions_break_rule_22() -> None:
     """``positions="backward"`` (array slots read from the right, for diagnosis only) gives
     a step another score in one pass than alone: the reason it is never the default."""

@@ -26,15 +26,26 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Inverted dropout: zero each element with probability ``p``, scale the rest by
     ``1 / (1 - p)``; the identity when not training.
 
-    The same as ``F.dropout``, except that the keep mask comes from one ``torch.rand`` draw per
-    element. On the CPU, ``F.dropout`` draws it with ``bernoulli_``, which made up a quarter of
-    a SASRec training step; this costs 0.9 ms instead of 2.2 ms forward and backward on a
-    (128, 20, 64) batch, one thread (``benchmarks/RESULTS.md``).
+    On the CPU the keep mask comes from one float32 ``torch.rand`` draw per element:
+    ``F.dropout`` draws it there with ``bernoulli_``, which made up a quarter of a SASRec
+    training step and costs about 2.5 times as much (``benchmarks/bench_kernels.py``,
+    ``benchmarks/RESULTS.md``). Elsewhere ``F.dropout`` is a fused kernel and is used as is.
+
+    Raises:
+        ValueError: ``p`` is outside [0, 1).
     """
+    _check_drop_probability(p)
     if not training or p == 0.0:
         return x
-    keep = (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
-    return x * keep
+    if x.device.type != "cpu":
+        return F.dropout(x, p, training=True)
+    keep = torch.rand(x.shape, dtype=torch.float32, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+def _check_drop_probability(p: float) -> None:
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1); got {p!r}")
 
 
 class Dropout(nn.Module):
@@ -42,6 +53,7 @@ class Dropout(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
+        _check_drop_probability(p)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +69,8 @@ def attention(
     """Scaled dot-product attention with :func:`dropout` on the attention weights.
 
     ``mask`` is boolean (True where a query may attend) or a float added to the logits, as in
-    ``F.scaled_dot_product_attention``; without dropout that fused kernel does the work.
+    ``F.scaled_dot_product_attention``; that fused kernel does the work without dropout, and
+    with dropout off the CPU.
 
     Args:
         q, k, v: (B, H, L, D/H).
@@ -67,13 +80,13 @@ def attention(
     Returns:
         (B, H, L, D/H).
     """
-    if dropout_p == 0.0:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     logits = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
     if mask.dtype == torch.bool:
-        logits = logits.masked_fill(~mask, MASK_FILL)
+        logits = logits.masked_fill(~mask, max(MASK_FILL, torch.finfo(logits.dtype).min))
     else:
-        logits = logits + mask
+        logits = logits + mask.to(logits.dtype)
     return dropout(torch.softmax(logits, dim=-1), dropout_p, True) @ v
 
 

@@ -199,10 +199,11 @@ def test_stale_work_directories_of_interrupted_runs_are_removed(
     assert (tmp_path / "runs" / "pop-s0" / "metrics.json").exists()
 
 
-def test_plan_puts_sasrec_before_the_mrif_runs_that_need_it(tmp_path: Path) -> None:
-    plan = plan_runs(["mrif-attn", "sasrec", "pop"], [3], tmp_path)
-    assert [run.model for run in plan] == ["pop", "sasrec", "mrif-attn"]
-    assert plan[2].pretrained == tmp_path / "sasrec-s3"
+def test_plan_starts_each_seed_with_sasrec_which_the_mrif_runs_need(tmp_path: Path) -> None:
+    plan = plan_runs(["mrif-attn", "pop", "sasrec", "gru4rec"], [3, 4], tmp_path)
+    assert [run.model for run in plan[:4]] == ["sasrec", "pop", "gru4rec", "mrif-attn"]
+    assert [run.seed for run in plan] == [3, 3, 3, 3, 4, 4, 4, 4]
+    assert plan[3].pretrained == tmp_path / "sasrec-s3"
     assert plan_runs(["mrif-attn"], [0], tmp_path)[0].pretrained is None
 
 

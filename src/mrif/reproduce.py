@@ -63,10 +63,16 @@ def parse_models(text: str | None) -> list[str]:
 
 
 def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[PlannedRun]:
-    """Seed by seed, models in table order (SASRec before the MRIF runs that reuse it)."""
+    """Seed by seed; within a seed SASRec first, then the other models in table order.
+
+    Runs start in this order as workers free up. The MRIF runs reuse their seed's SASRec run
+    and wait for it; starting it first keeps them from queueing behind it at the end of a
+    parallel reproduction, where the other worker would have nothing left to run.
+    """
+    first = {"sasrec": -1}
     plan = []
     for seed in seeds:
-        for model in sorted(models, key=MODEL_NAMES.index):
+        for model in sorted(models, key=lambda name: first.get(name, MODEL_NAMES.index(name))):
             pretrained = None
             if model in MRIF_NAMES and "sasrec" in models:
                 pretrained = runs_dir / f"sasrec-s{seed}"

@@ -69,10 +69,9 @@ def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[Plann
     and wait for it; starting it first keeps them from queueing behind it at the end of a
     parallel reproduction, where the other worker would have nothing left to run.
     """
-    first = {"sasrec": -1}
     plan = []
     for seed in seeds:
-        for model in sorted(models, key=lambda name: first.get(name, MODEL_NAMES.index(name))):
+        for model in sorted(models, key=lambda name: (name != "sasrec", MODEL_NAMES.index(name))):
             pretrained = None
             if model in MRIF_NAMES and "sasrec" in models:
                 pretrained = runs_dir / f"sasrec-s{seed}"

@@ -42,7 +42,7 @@ def timed(action) -> float:
 def bench_model(name: str, dataset: PreparedDataset, epochs: int, device: str) -> dict:
     seed_everything(0)
     train = TrainConfig(device=device)
-    model = build_model(name, dataset.n_items, ModelConfig()).to(device)
+    model = build_model(name, dataset.n_items, ModelConfig(), dataset.n_users).to(device)
     if isinstance(model, MRIF):  # timing only: an untrained extractor costs the same
         model.load_pretrained_extractor(model.encoder.state_dict())
     examples, sampler = training_inputs(dataset, model.config.max_len, device)
@@ -101,14 +101,15 @@ def main() -> None:
         f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch "
         f"{torch.__version__}, device {args.device}"
     )
-    rows = [bench_model(name, dataset, args.epochs, args.device) for name in args.models.split(",")]
     print("| model | train epoch (s) | valid, sampled (s) | test, sampled (s) | test, full (s) |"
           " peak RSS (MiB) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
     columns = ("model", "train_epoch_s", "valid_sampled_s", "test_sampled_s", "test_full_s",
                "peak_rss_mib")  # fmt: skip
-    for row in rows:
-        print("| " + " | ".join(str(row[c]) for c in columns) + " |")
+    rows = []
+    for name in args.models.split(","):
+        rows.append(bench_model(name, dataset, args.epochs, args.device))
+        print("| " + " | ".join(str(rows[-1][c]) for c in columns) + " |", flush=True)
     print(json.dumps(rows))
 
 

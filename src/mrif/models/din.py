@@ -66,7 +66,7 @@ class DIN(SequentialRecommender):
 
         The unit's first layer over ``[h, e, h * e, h - e]`` splits into a part per history
         item, a part per target and a bilinear part. Against the query
-        ``[e; per_target(e); 1]`` (see ``_pooled_interest``) one batched product gives all
+        ``[e; per_target(e); 1]`` (see ``_attention_weights``) one batched product gives all
         three for every (target, history item, unit) at once.
 
         Args:
@@ -89,40 +89,52 @@ class DIN(SequentialRecommender):
         )
         return keys.flatten(1, 2)
 
-    def _pooled_interest(
-        self,
-        history: torch.Tensor,
-        keys: torch.Tensor,
-        targets: torch.Tensor,
-        weight_mask: torch.Tensor,
+    def _attention_weights(
+        self, keys: torch.Tensor, targets: torch.Tensor, weight_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Target-weighted sum of the history.
+        """The activation unit's weight of every history item for every target.
 
         Args:
-            history: (B, J, D) history embeddings.
             keys: (B, J * A, D + A + 1) from ``_attention_keys(history)``.
-            targets: (B, Q, D) target embeddings (Q = steps x targets per step).
+            targets: (B, Q, D) target embeddings per user (Q = steps x targets per step), or
+                (Q, D) targets shared by every user, whose query is then built once.
             weight_mask: (B, Q, J) True where target q may look at history item j.
 
         Returns:
-            (B, Q, D) pooled interests.
+            (B, Q, J) unnormalised weights, zero where masked.
         """
         _, w_e, _, w_diff = self.unit_input.weight.split(self.config.dim, dim=1)
-        per_target = targets @ (w_e - w_diff).T + self.unit_input.bias  # (B, Q, A)
+        per_target = targets @ (w_e - w_diff).T + self.unit_input.bias  # (..., Q, A)
         queries = torch.cat([targets, per_target, torch.ones_like(targets[..., :1])], dim=-1)
-        pairs = torch.bmm(queries, keys.transpose(1, 2))  # (B, Q, J*A)
-        pairs = pairs.view(history.shape[0], -1, history.shape[1], ATTENTION_WIDTH)
+        pairs = torch.matmul(queries, keys.transpose(1, 2))  # (B, Q, J*A)
+        pairs = pairs.view(keys.shape[0], pairs.shape[1], -1, ATTENTION_WIDTH)
         hidden = self.unit_activation(pairs)  # (B, Q, J, A)
-        weights = self.unit_output(hidden).squeeze(-1) * weight_mask  # (B, Q, J)
-        return torch.bmm(weights, history)  # (B, Q, D)
+        return self.unit_output(hidden).squeeze(-1) * weight_mask  # (B, Q, J)
 
-    def _score(self, interest: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The scoring MLP over ``[v, e, v * e]``; its first layer is applied part by part so
-        that the concatenation is never built."""
+    def _score(
+        self, weights: torch.Tensor, history: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The scoring MLP over ``[v, e, v * e]`` for the pooled interest ``v = weights @ h``.
+
+        The MLP's first layer is applied part by part, so the concatenation is never built:
+        its ``v`` part is ``weights @ (h W_v)``, which projects the J history items once
+        instead of each of the Q pooled vectors, and the ``e`` part of targets shared by
+        every user is computed once.
+
+        Args:
+            weights: (B, Q, J) from ``_attention_weights``.
+            history: (B, J, D) history embeddings.
+            targets: (B, Q, D) per user or (Q, D) shared.
+
+        Returns:
+            (B, Q) logits.
+        """
         first = self.tower[0]
         assert isinstance(first, nn.Linear)
         w_v, w_e, w_ve = first.weight.split(self.config.dim, dim=1)
-        hidden = interest @ w_v.T + targets @ w_e.T + (interest * targets) @ w_ve.T + first.bias
+        interest = torch.bmm(weights, history)  # (B, Q, D)
+        hidden = torch.bmm(weights, history @ w_v.T)  # (B, Q, H)
+        hidden = hidden + (interest * targets) @ w_ve.T + (targets @ w_e.T + first.bias)
         return self.tower[1:](hidden).squeeze(-1)
 
     def step_scores(
@@ -137,24 +149,22 @@ class DIN(SequentialRecommender):
         steps = torch.arange(seq_len, device=item_seq.device)
         sees = (steps[None, :] <= steps[:, None]) & (item_seq != PAD_ID)[:, None, :]  # (B, L, L)
         sees = sees.repeat_interleave(n_targets, dim=1)  # (B, L*T, L)
-        interest = self._pooled_interest(history, self._attention_keys(history), target_emb, sees)
-        scores = self._score(interest, target_emb).view(batch, seq_len, n_targets)
+        weights = self._attention_weights(self._attention_keys(history), target_emb, sees)
+        scores = self._score(weights, history, target_emb).view(batch, seq_len, n_targets)
         return scores.squeeze(-1) if one_target else scores
 
     def candidate_scores(
         self, item_seq: torch.Tensor, candidates: torch.Tensor, users: torch.Tensor | None = None
     ) -> torch.Tensor:
         batch, seq_len = item_seq.shape
-        if candidates.dim() == 1:
-            candidates = candidates.expand(batch, -1)
         history = self.item_embedding(item_seq)  # (B, L, D)
         keys = self._attention_keys(history)
         is_item = (item_seq != PAD_ID)[:, None, :]  # (B, 1, L)
         chunk = max(1, PAIR_BUDGET // (batch * seq_len * ATTENTION_WIDTH))
         scores = []
-        for first in range(0, candidates.shape[1], chunk):
-            cand_emb = self.item_embedding(candidates[:, first : first + chunk])  # (B, c, D)
-            mask = is_item.expand(-1, cand_emb.shape[1], -1)
-            interest = self._pooled_interest(history, keys, cand_emb, mask)
-            scores.append(self._score(interest, cand_emb))
+        for first in range(0, candidates.shape[-1], chunk):
+            # (B, c, D) per user, or (c, D) shared: every user's query is then built once.
+            cand_emb = self.item_embedding(candidates[..., first : first + chunk])
+            weights = self._attention_weights(keys, cand_emb, is_item)
+            scores.append(self._score(weights, history, cand_emb))
         return torch.cat(scores, dim=1)

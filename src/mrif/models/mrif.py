@@ -125,5 +125,8 @@ def _attend(logits: torch.Tensor, can_attend: torch.Tensor, dim: int) -> torch.T
     """``sum_i softmax(logits)_i * logits_i`` over the allowed keys along ``dim``: the fused
     score of one level. ``can_attend`` broadcasts against ``logits``; the result drops ``dim``.
     """
-    weights = torch.softmax(logits.masked_fill(~can_attend, MASK_FILL), dim=dim)
+    # Length-sorted evaluation batches are mostly free of padding; masking them would only
+    # copy the (B, L, C) logits.
+    masked = logits if bool(can_attend.all()) else logits.masked_fill(~can_attend, MASK_FILL)
+    weights = torch.softmax(masked, dim=dim)
     return (weights * logits).sum(dim)

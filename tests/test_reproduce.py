@@ -14,8 +14,9 @@ import torch
 from mrif import reproduce as reproduce_module
 from mrif.cli import main
 from mrif.config import ModelConfig, RunConfig, TrainConfig
+from mrif.models import MODEL_NAMES
 from mrif.report import markdown_table, per_user_metrics
-from mrif.reproduce import parse_models, plan_runs, reproduce
+from mrif.reproduce import RUN_ORDER, parse_models, plan_runs, reproduce
 from mrif.runs import RunError
 
 FAST = ["--dim", "8", "--max-len", "8", "--epochs", "2", "--quiet"]
@@ -201,10 +202,15 @@ def test_stale_work_directories_of_interrupted_runs_are_removed(
 
 def test_plan_starts_each_seed_with_sasrec_which_the_mrif_runs_need(tmp_path: Path) -> None:
     plan = plan_runs(["mrif-attn", "pop", "sasrec", "gru4rec"], [3, 4], tmp_path)
-    assert [run.model for run in plan[:4]] == ["sasrec", "pop", "gru4rec", "mrif-attn"]
+    assert [run.model for run in plan[:4]] == ["sasrec", "mrif-attn", "gru4rec", "pop"]
     assert [run.seed for run in plan] == [3, 3, 3, 3, 4, 4, 4, 4]
-    assert plan[3].pretrained == tmp_path / "sasrec-s3"
+    assert plan[1].pretrained == tmp_path / "sasrec-s3"
+    assert plan[3].pretrained is None
     assert plan_runs(["mrif-attn"], [0], tmp_path)[0].pretrained is None
+
+
+def test_run_order_covers_every_model_once() -> None:
+    assert sorted(RUN_ORDER) == sorted(MODEL_NAMES)
 
 
 def test_unknown_models_are_named() -> None:

@@ -62,16 +62,24 @@ def parse_models(text: str | None) -> list[str]:
     return sorted(set(names), key=MODEL_NAMES.index)
 
 
-def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[PlannedRun]:
-    """Seed by seed; within a seed SASRec first, then the other models in table order.
+RUN_ORDER = (
+    "sasrec", "mrif-attn", "mrif-max", "mrif-avg", "caser", "din",
+    "lstm4rec", "gru4rec", "ncf", "bpr", "pop",
+)  # fmt: skip
+"""The order runs of one seed start in: SASRec first, since the MRIF runs reuse it and wait
+for it, then the rest from the longest to the shortest run on Amazon Beauty."""
 
-    Runs start in this order as workers free up. The MRIF runs reuse their seed's SASRec run
-    and wait for it; starting it first keeps them from queueing behind it at the end of a
-    parallel reproduction, where the other worker would have nothing left to run.
+
+def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[PlannedRun]:
+    """Seed by seed; within a seed in ``RUN_ORDER``.
+
+    Runs start in this order as workers free up, skipping MRIF runs whose SASRec run has not
+    finished. Starting SASRec first keeps the MRIF runs from queueing behind it; ending with
+    the short runs lets the workers of a parallel reproduction finish close together.
     """
     plan = []
     for seed in seeds:
-        for model in sorted(models, key=lambda name: (name != "sasrec", MODEL_NAMES.index(name))):
+        for model in sorted(models, key=RUN_ORDER.index):
             pretrained = None
             if model in MRIF_NAMES and "sasrec" in models:
                 pretrained = runs_dir / f"sasrec-s{seed}"

@@ -275,6 +275,7 @@ def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys
     [
         ("--lr", "nan", "lr must be >= 1e-12; got nan"),
         ("--seed", "-1", "seed must be in [0, 4294967295]; got -1"),
+        ("--valid-every", "0", "valid_every must be >= 1; got 0"),
         ("--norm", "middle", "norm must be one of ('post', 'pre'); got 'middle'"),
         ("--positions", "random", "positions must be one of ('forward', 'backward')"),
     ],

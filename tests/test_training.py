@@ -16,12 +16,35 @@ MODEL = ModelConfig(dim=8, max_len=8, dropout=0.0)
 def test_keeps_the_best_validation_epoch_and_stops_early(tiny_dataset) -> None:
     seed_everything(0)
     model = build_model("sasrec", tiny_dataset.n_items, MODEL)
-    result = fit(model, tiny_dataset, TrainConfig(epochs=30, patience=2, lr=0.05))
+    result = fit(model, tiny_dataset, TrainConfig(epochs=30, patience=2, valid_every=1, lr=0.05))
     scores = [row["ndcg@10"] for row in result.history]
     assert result.best_epoch == 1 + scores.index(max(scores))
     assert result.epochs_run == min(30, result.best_epoch + 2)
     restored = score_sampled(model, tiny_dataset, "valid").metrics
     assert restored == result.best_valid
+
+
+@pytest.mark.parametrize(("epochs", "valid_every", "patience"), [(30, 3, 4), (7, 3, 30)])
+def test_validates_every_few_epochs_and_after_the_last(
+    tiny_dataset, epochs: int, valid_every: int, patience: int
+) -> None:
+    seed_everything(0)
+    model = build_model("sasrec", tiny_dataset.n_items, MODEL)
+    config = TrainConfig(epochs=epochs, patience=patience, valid_every=valid_every, lr=0.05)
+    result = fit(model, tiny_dataset, config)
+
+    assert [row["epoch"] for row in result.history] == list(range(1, result.epochs_run + 1))
+    validated = [row["epoch"] for row in result.history if "ndcg@10" in row]
+    expected = [e for e in range(1, result.epochs_run + 1) if e % valid_every == 0]
+    if result.epochs_run == epochs and epochs % valid_every:
+        expected.append(epochs)  # the last epoch is always validated
+    assert validated == expected
+    scores = {row["epoch"]: row["ndcg@10"] for row in result.history if "ndcg@10" in row}
+    assert result.best_epoch == max(scores, key=lambda e: (scores[e], -e))
+    # Stopped at the first validation `patience` epochs after the best, or ran to the end.
+    stop = next((e for e in validated if e - result.best_epoch >= patience), epochs)
+    assert result.epochs_run == stop
+    assert score_sampled(model, tiny_dataset, "valid").metrics == result.best_valid
 
 
 def test_nan_loss_names_epoch_and_step(tiny_dataset, monkeypatch) -> None:

@@ -38,6 +38,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str, type]] = {
     "--batch-size": ("train", "batch_size", int),
     "--epochs": ("train", "epochs", int),
     "--patience": ("train", "patience", int),
+    "--valid-every": ("train", "valid_every", int),
     "--pretrain-epochs": ("train", "pretrain_epochs", int),
     "--pretrain-lr": ("train", "pretrain_lr", float),
     "--seed": ("train", "seed", int),

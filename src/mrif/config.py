@@ -118,6 +118,10 @@ class TrainConfig:
         batch_size: users per training batch.
         epochs: most epochs of the main stage.
         patience: epochs without a better validation metric before stopping.
+        valid_every: validate (and so select and stop) every ``valid_every`` epochs and after
+            the last. The default 2 halves the cost of validation, a quarter of a Beauty
+            run's time at 1, and moves the selected epoch by at most one; ``patience`` still
+            counts epochs. 1 validates after every epoch.
         pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective). With
             the pre-training defaults equal to SASRec's, the pre-training is exactly the default
             SASRec run of the same seed.
@@ -139,12 +143,13 @@ class TrainConfig:
     batch_size: int = 128
     epochs: int = 100
     patience: int = 10
+    valid_every: int = 2
     pretrain_epochs: int = 100
     pretrain_lr: float = 2e-3
     pretrain_patience: int = 10
     loss: str = "bce"
     select_metric: str = "ndcg@10"
-    eval_batch_size: int = 512
+    eval_batch_size: int = 256
     item_chunk: int = 4096
     seed: int = 0
     device: str = "cpu"
@@ -159,7 +164,7 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 1)
         for name in ("epochs", "threads"):
             _check_range(name, getattr(self, name), 0)
-        for name in ("patience", "pretrain_patience", "pretrain_epochs"):
+        for name in ("patience", "valid_every", "pretrain_patience", "pretrain_epochs"):
             _check_range(name, getattr(self, name), 1)
         _check_range("seed", self.seed, 0, 2**32 - 1)
         _check_choice("loss", self.loss, LOSSES)

@@ -58,7 +58,7 @@ def score_sampled(
     dataset: PreparedDataset,
     split: str,
     *,
-    batch_size: int = 512,
+    batch_size: int = 256,
     device: str | torch.device = "cpu",
 ) -> SampledResult:
     """Sampled-protocol metrics (rule 9, 11-14) of ``split`` for every evaluated user."""

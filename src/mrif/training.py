@@ -59,10 +59,11 @@ def fit(
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
     ``epochs``, ``patience`` and ``lr`` override the config's main-stage values (MRIF's
-    pre-training uses its own). Each epoch trains on every step of every training sequence,
-    then scores the validation target under the sampled protocol; the best
-    ``config.select_metric`` is kept and training stops after ``patience`` epochs without
-    improvement (rule 16).
+    pre-training uses its own). Each epoch trains on every step of every training sequence;
+    every ``config.valid_every`` epochs and after the last, the validation target is scored
+    under the sampled protocol, the best ``config.select_metric`` is kept and training stops
+    once ``patience`` epochs have passed without improvement (rule 16). Epochs without
+    validation appear in the history with their loss only.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (names the epoch and step).
@@ -97,6 +98,12 @@ def fit(
         except FloatingPointError as error:
             raise FloatingPointError(f"{stage}: epoch {epoch}, {error}") from None
 
+        best.epochs_run = epoch
+        if epoch % config.valid_every and epoch < epochs:
+            best.history.append({"epoch": epoch, "loss": mean_loss})
+            logger.info("%s epoch %d/%d loss %.4f %.1fs", stage, epoch, epochs, mean_loss,
+                        time.perf_counter() - epoch_started)  # fmt: skip
+            continue
         valid = score_sampled(
             model, dataset, "valid", batch_size=config.eval_batch_size, device=device
         ).metrics
@@ -106,7 +113,6 @@ def fit(
             best_state = _copy_state(model)
         epoch_seconds = time.perf_counter() - epoch_started
         best.history.append({"epoch": epoch, "loss": mean_loss, **valid})
-        best.epochs_run = epoch
         logger.info(
             "%s epoch %d/%d loss %.4f valid %s %.4f hit@10 %.4f (best %.4f @ %d) %.1fs",
             stage, epoch, epochs, mean_loss, config.select_metric,

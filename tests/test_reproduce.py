@@ -130,6 +130,23 @@ def test_a_finished_run_with_another_config_is_refused(
         reproduce(str(tiny_dataset_dir), ["pop"], [0], reproduction, fast_config(epochs=3))
 
 
+def test_a_run_recorded_before_valid_every_existed_validated_every_epoch(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "repro"
+    config = fast_config()
+    assert reproduce(str(tiny_dataset_dir), ["gru4rec"], [0], out, config)
+    record_path = out / "runs" / "gru4rec-s0" / "config.json"
+    record = json.loads(record_path.read_text())
+    del record["config"]["train"]["valid_every"]  # as written before the field existed
+    record["config"]["train"]["eval_batch_size"] = 7  # speed only: never a reason to retrain
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(RunError, match=r"differs in train\.valid_every; "):
+        reproduce(str(tiny_dataset_dir), ["gru4rec"], [0], out, config)
+    every_epoch = config.with_overrides({}, {"valid_every": 1})
+    assert reproduce(str(tiny_dataset_dir), ["gru4rec"], [0], out, every_epoch)
+
+
 def test_a_finished_run_on_an_older_dataset_format_is_refused(
     tiny_dataset_dir: Path, tmp_path: Path
 ) -> None:

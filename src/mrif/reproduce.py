@@ -135,6 +135,13 @@ def reproduce(
     return paths
 
 
+SPEED_ONLY = {("train", "threads"), ("train", "eval_batch_size"), ("train", "item_chunk")}
+"""Settings that change how fast a run goes, not what it computes: a finished run is reused
+whatever they were."""
+BEFORE_FIELD_EXISTED = {("train", "valid_every"): 1}
+"""How runs recorded before a field existed behaved, where that is not today's default."""
+
+
 def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     """True if ``run.out_dir`` holds this exact run finished; an error if it holds another."""
     if not (run.out_dir / "metrics.json").exists():
@@ -142,13 +149,19 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     record = json.loads((run.out_dir / "config.json").read_text())
     theirs = record.get("config", {})
     ours = config.to_dict()
-    defaults = RunConfig().to_dict()  # a run recorded before a field existed used its default
+    defaults = RunConfig().to_dict()
+
+    def recorded(section: str, key: str) -> Any:
+        """The run's value; a run recorded before a field existed behaved as its default did
+        then, which ``BEFORE_FIELD_EXISTED`` names where today's default differs."""
+        before = BEFORE_FIELD_EXISTED.get((section, key), defaults[section][key])
+        return theirs.get(section, {}).get(key, before)
+
     differences = [
         f"{section}.{key}"
         for section in ("model", "train")
         for key in ours[section]
-        if key != "threads"
-        and theirs.get(section, {}).get(key, defaults[section][key]) != ours[section][key]
+        if (section, key) not in SPEED_ONLY and recorded(section, key) != ours[section][key]
     ]
     if record.get("model") != run.model:
         differences.insert(0, "model")

@@ -111,29 +111,44 @@ class DIN(SequentialRecommender):
         hidden = self.unit_activation(pairs)  # (B, Q, J, A)
         return self.unit_output(hidden).squeeze(-1) * weight_mask  # (B, Q, J)
 
+    def _tower(self) -> tuple[nn.Linear, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The scoring MLP's first layer and its weights on ``v``, ``e`` and ``v * e``."""
+        first = self.tower[0]
+        assert isinstance(first, nn.Linear)
+        w_v, w_e, w_ve = first.weight.split(self.config.dim, dim=1)
+        return first, w_v, w_e, w_ve
+
+    def _projected_history(self, history: torch.Tensor) -> torch.Tensor:
+        """(B, J, D) history -> (B, J, H): each item through the ``v`` part of the MLP's first
+        layer, so that ``weights @ projected`` is that part of the pooled interest."""
+        return history @ self._tower()[1].T
+
     def _score(
-        self, weights: torch.Tensor, history: torch.Tensor, targets: torch.Tensor
+        self,
+        weights: torch.Tensor,
+        history: torch.Tensor,
+        projected: torch.Tensor,
+        targets: torch.Tensor,
     ) -> torch.Tensor:
         """The scoring MLP over ``[v, e, v * e]`` for the pooled interest ``v = weights @ h``.
 
         The MLP's first layer is applied part by part, so the concatenation is never built:
-        its ``v`` part is ``weights @ (h W_v)``, which projects the J history items once
-        instead of each of the Q pooled vectors, and the ``e`` part of targets shared by
-        every user is computed once.
+        its ``v`` part is ``weights @ projected``, the J history items projected once instead
+        of the Q pooled vectors, and the ``e`` part of targets shared by every user is
+        computed once.
 
         Args:
             weights: (B, Q, J) from ``_attention_weights``.
             history: (B, J, D) history embeddings.
+            projected: (B, J, H) from ``_projected_history(history)``.
             targets: (B, Q, D) per user or (Q, D) shared.
 
         Returns:
             (B, Q) logits.
         """
-        first = self.tower[0]
-        assert isinstance(first, nn.Linear)
-        w_v, w_e, w_ve = first.weight.split(self.config.dim, dim=1)
+        first, _, w_e, w_ve = self._tower()
         interest = torch.bmm(weights, history)  # (B, Q, D)
-        hidden = torch.bmm(weights, history @ w_v.T)  # (B, Q, H)
+        hidden = torch.bmm(weights, projected)  # (B, Q, H)
         hidden = hidden + (interest * targets) @ w_ve.T + (targets @ w_e.T + first.bias)
         return self.tower[1:](hidden).squeeze(-1)
 
@@ -150,7 +165,9 @@ class DIN(SequentialRecommender):
         sees = (steps[None, :] <= steps[:, None]) & (item_seq != PAD_ID)[:, None, :]  # (B, L, L)
         sees = sees.repeat_interleave(n_targets, dim=1)  # (B, L*T, L)
         weights = self._attention_weights(self._attention_keys(history), target_emb, sees)
-        scores = self._score(weights, history, target_emb).view(batch, seq_len, n_targets)
+        projected = self._projected_history(history)
+        scores = self._score(weights, history, projected, target_emb)
+        scores = scores.view(batch, seq_len, n_targets)
         return scores.squeeze(-1) if one_target else scores
 
     def candidate_scores(
@@ -159,6 +176,7 @@ class DIN(SequentialRecommender):
         batch, seq_len = item_seq.shape
         history = self.item_embedding(item_seq)  # (B, L, D)
         keys = self._attention_keys(history)
+        projected = self._projected_history(history)
         is_item = (item_seq != PAD_ID)[:, None, :]  # (B, 1, L)
         chunk = max(1, PAIR_BUDGET // (batch * seq_len * ATTENTION_WIDTH))
         scores = []
@@ -166,5 +184,5 @@ class DIN(SequentialRecommender):
             # (B, c, D) per user, or (c, D) shared: every user's query is then built once.
             cand_emb = self.item_embedding(candidates[..., first : first + chunk])
             weights = self._attention_weights(keys, cand_emb, is_item)
-            scores.append(self._score(weights, history, cand_emb))
+            scores.append(self._score(weights, history, projected, cand_emb))
         return torch.cat(scores, dim=1)

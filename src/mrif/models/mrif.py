@@ -102,6 +102,9 @@ class MRIF(SequentialRecommender):
 
         # The history ends at the last slot: step i sees variant min(L - 1 - i, R).
         n_truncated = min(n_variants - 1, seq_len)
+        # Length-sorted evaluation batches are mostly free of padding; masking them would only
+        # copy the (B, L, C) logits.
+        can_attend = None if bool(is_item.all()) else is_item[:, :, None]
         scores = None
         for level in levels:
             visible = torch.cat(
@@ -115,18 +118,17 @@ class MRIF(SequentialRecommender):
             # alike: the softmax then runs along L across a contiguous row of candidates.
             # With L last, rows of Amazon's typical 5-10 steps made it ten times slower.
             logits = visible @ cand_emb.transpose(-1, -2)  # (B, L, C)
-            level_scores = _attend(logits, is_item[:, :, None], dim=1)
+            level_scores = _attend(logits, can_attend, dim=1)
             scores = level_scores if scores is None else scores + level_scores
         assert scores is not None
         return scores
 
 
-def _attend(logits: torch.Tensor, can_attend: torch.Tensor, dim: int) -> torch.Tensor:
+def _attend(logits: torch.Tensor, can_attend: torch.Tensor | None, dim: int) -> torch.Tensor:
     """``sum_i softmax(logits)_i * logits_i`` over the allowed keys along ``dim``: the fused
-    score of one level. ``can_attend`` broadcasts against ``logits``; the result drops ``dim``.
+    score of one level. ``can_attend`` broadcasts against ``logits`` (None: every key may be
+    attended); the result drops ``dim``.
     """
-    # Length-sorted evaluation batches are mostly free of padding; masking them would only
-    # copy the (B, L, C) logits.
-    masked = logits if bool(can_attend.all()) else logits.masked_fill(~can_attend, MASK_FILL)
+    masked = logits if can_attend is None else logits.masked_fill(~can_attend, MASK_FILL)
     weights = torch.softmax(masked, dim=dim)
     return (weights * logits).sum(dim)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -258,6 +259,23 @@ def test_pretrained_is_checked_against_the_run(
     stale_base = [*base[:-1], stale]
     assert run_cli(*stale_base, "--model", "mrif-attn", *FAST) == 2
     assert "was trained on format_version 1" in capsys.readouterr().err
+
+
+def test_a_pretrained_run_validated_otherwise_is_warned_about(
+    sasrec_run: Path, tiny_dataset_dir: Path, tmp_path
+) -> None:
+    older = tmp_path / "older-sasrec"
+    shutil.copytree(sasrec_run, older)
+    record = json.loads((older / "config.json").read_text())
+    del record["config"]["train"]["valid_every"]  # written before the field existed
+    (older / "config.json").write_text(json.dumps(record))
+    args = ["train", "--data", tiny_dataset_dir, "--model", "mrif-attn", *FAST]
+    with pytest.warns(UserWarning, match="used valid_every 1, this run uses valid_every 2"):
+        assert run_cli(*args, "--out", tmp_path / "a", "--pretrained", older) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert run_cli(*args, "--out", tmp_path / "b", "--pretrained", sasrec_run) == 0
+    assert not [w for w in caught if "valid_every" in str(w.message)]
 
 
 def test_unreadable_weights_are_a_clear_error(sasrec_run: Path, tmp_path, capsys) -> None:

@@ -119,9 +119,9 @@ class TrainConfig:
         epochs: most epochs of the main stage.
         patience: epochs without a better validation metric before stopping.
         valid_every: validate (and so select and stop) every ``valid_every`` epochs and after
-            the last. The default 2 halves the cost of validation, a quarter of a Beauty
-            run's time at 1, and moves the selected epoch by at most one; ``patience`` still
-            counts epochs. 1 validates after every epoch.
+            the last; the best validated epoch is selected and ``patience`` still counts
+            epochs. The default 2 halves the cost of validation, a quarter of a Beauty run's
+            time at 1. 1 validates after every epoch.
         pretrain_epochs: most epochs of MRIF's extractor pre-training (SASRec objective). With
             the pre-training defaults equal to SASRec's, the pre-training is exactly the default
             SASRec run of the same seed.
@@ -204,6 +204,21 @@ class RunConfig:
         merged["model"].update(model)
         merged["train"].update(train)
         return RunConfig.from_dict(merged, source="flags")
+
+
+BEFORE_FIELD_EXISTED: dict[tuple[str, str], Any] = {("train", "valid_every"): 1}
+"""How runs recorded before a field existed behaved, where that is not today's default."""
+
+
+def recorded_setting(recorded: dict[str, Any], section: str, key: str) -> Any:
+    """One setting of a run's recorded config (``config.json``'s ``config``). A field missing
+    from an older record takes the value that run actually used: ``BEFORE_FIELD_EXISTED``'s,
+    else the default."""
+    if key in recorded.get(section, {}):
+        return recorded[section][key]
+    if (section, key) in BEFORE_FIELD_EXISTED:
+        return BEFORE_FIELD_EXISTED[section, key]
+    return RunConfig().to_dict()[section][key]
 
 
 def _build(kind: type, values: dict[str, Any], source: str) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mrif.config import RunConfig
+from mrif.config import RunConfig, recorded_setting
 from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.registry import resolve_dataset
 from mrif.interrupts import raise_keyboard_interrupt
@@ -67,7 +67,8 @@ RUN_ORDER = (
     "lstm4rec", "gru4rec", "ncf", "bpr", "pop",
 )  # fmt: skip
 """The order runs of one seed start in: SASRec first, since the MRIF runs reuse it and wait
-for it, then the rest from the longest to the shortest run on Amazon Beauty."""
+for it, then MRIF's variants (started as soon as it ends), then the baselines from the longest
+to the shortest run on Amazon Beauty."""
 
 
 def plan_runs(models: list[str], seeds: list[int], runs_dir: Path) -> list[PlannedRun]:
@@ -136,10 +137,8 @@ def reproduce(
 
 
 SPEED_ONLY = {("train", "threads"), ("train", "eval_batch_size"), ("train", "item_chunk")}
-"""Settings that change how fast a run goes, not what it computes: a finished run is reused
-whatever they were."""
-BEFORE_FIELD_EXISTED = {("train", "valid_every"): 1}
-"""How runs recorded before a field existed behaved, where that is not today's default."""
+"""Settings that change how fast a run goes; what it computes stays equal up to floating-point
+rounding, so a finished run is reused whatever they were."""
 
 
 def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
@@ -149,19 +148,12 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     record = json.loads((run.out_dir / "config.json").read_text())
     theirs = record.get("config", {})
     ours = config.to_dict()
-    defaults = RunConfig().to_dict()
-
-    def recorded(section: str, key: str) -> Any:
-        """The run's value; a run recorded before a field existed behaved as its default did
-        then, which ``BEFORE_FIELD_EXISTED`` names where today's default differs."""
-        before = BEFORE_FIELD_EXISTED.get((section, key), defaults[section][key])
-        return theirs.get(section, {}).get(key, before)
-
     differences = [
         f"{section}.{key}"
         for section in ("model", "train")
         for key in ours[section]
-        if (section, key) not in SPEED_ONLY and recorded(section, key) != ours[section][key]
+        if (section, key) not in SPEED_ONLY
+        and recorded_setting(theirs, section, key) != ours[section][key]
     ]
     if record.get("model") != run.model:
         differences.insert(0, "model")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrif.config import ModelConfig, RunConfig
+from mrif.config import RunConfig, recorded_setting
 from mrif.data.dataset import PreparedDataset
 from mrif.run_dir import RunError, read_record, recorded_format_version
 
@@ -44,22 +44,22 @@ def check_pretrained_run(path: Path, dataset: PreparedDataset, config: RunConfig
             f"--pretrained {path} was trained on format_version {their_version} of "
             f"{dataset.path}, which has been prepared again since; train that run again"
         )
-    ours, their_model = config.model, record.get("config", {}).get("model", {})
-    defaults = ModelConfig()  # runs written before a field existed used its default
+    ours, theirs_config = config.model, record.get("config", {})
     for key in ENCODER_FIELDS:
-        theirs_value = their_model.get(key, getattr(defaults, key))
+        theirs_value = recorded_setting(theirs_config, "model", key)
         if theirs_value != getattr(ours, key):
             raise RunError(
                 f"--pretrained {path} has {key}={theirs_value}; this run needs "
                 f"{key}={getattr(ours, key)}"
             )
-    their_seed = record.get("config", {}).get("train", {}).get("seed")
-    if their_seed != config.train.seed:
-        warnings.warn(
-            f"--pretrained {path} used seed {their_seed}, this run uses seed "
-            f"{config.train.seed}; the run will not match one pre-trained inline",
-            stacklevel=2,
-        )
+    for key in ("seed", "valid_every"):
+        theirs_value = recorded_setting(theirs_config, "train", key)
+        if theirs_value != getattr(config.train, key):
+            warnings.warn(
+                f"--pretrained {path} used {key} {theirs_value}, this run uses {key} "
+                f"{getattr(config.train, key)}; the run will not match one pre-trained inline",
+                stacklevel=2,
+            )
 
 
 def check_data_seed(dataset: PreparedDataset, data_seed: int | None) -> None:

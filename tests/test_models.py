@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from mrif.config import ModelConfig
 from mrif.models import MODEL_NAMES, MRIF, build_model
+from mrif.models import mrif as mrif_module
 from mrif.models.layers import causal_attention_mask
 
 N_ITEMS = 40
@@ -151,6 +152,22 @@ def test_mrif_one_pass_equals_each_prefix_for_other_windows(
     """Rule 22 for aggregation depths and windows other than the paper's (2 levels of 3)."""
     config = dataclasses.replace(CONFIG, n_levels=n_levels, window=window)
     test_one_pass_equals_scoring_each_prefix(make_model(name, config=config))
+
+
+@pytest.mark.parametrize("block", [1, 250, 1 << 19])
+@pytest.mark.parametrize("name", ["mrif-avg", "mrif-max", "mrif-attn"])
+def test_mrif_shared_candidates_in_blocks_match_per_user(
+    name: str, block: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shared candidates are scored in blocks of at most ``SHARED_LOGITS_BLOCK`` logits: one
+    item per block, blocks of 6 items (the last one shorter) and one block for all."""
+    monkeypatch.setattr(mrif_module, "SHARED_LOGITS_BLOCK", block)
+    model = make_model(name)
+    seq = random_history(4, 9, torch.Generator().manual_seed(11))
+    items = torch.arange(1, N_ITEMS + 1)
+    shared = model.candidate_scores(seq, items)
+    per_user = model.candidate_scores(seq, items.expand(4, -1))
+    torch.testing.assert_close(shared, per_user, atol=1e-5, rtol=1e-5)
 
 
 def test_backward_positions_break_rule_22() -> None:

@@ -6,9 +6,12 @@ import torch
 
 from mrif import PAD_ID
 from mrif.config import ConfigError, ModelConfig
-from mrif.models.aggregation import WindowAggregation, shift_steps
+from mrif.models.aggregation import WindowAggregation
 from mrif.models.base import SequentialRecommender
 from mrif.models.layers import MASK_FILL, SequenceEncoder
+
+SHARED_LOGITS_BLOCK = 1 << 19
+"""Most (B, L, C) fusion logits scored at once for shared candidates (2 MiB of float32)."""
 
 
 class PretrainingMissingError(RuntimeError):
@@ -86,9 +89,12 @@ class MRIF(SequentialRecommender):
             for r in range(min(n_variants - 1, seq_len)):
                 if level[r] is level[-1]:
                     continue  # this variant is the untruncated one: nothing to replace
-                keys = shift_steps(level[r], -r).unsqueeze(2)  # (B, L, 1, D): key i = t - r
-                near = (target_emb * keys).sum(-1)  # (B, L, T), indexed by t
-                logits = torch.where((lag == r)[:, None, :], near.unsqueeze(-1), logits)
+                # Key i = t - r of step t sees variant r: only steps t >= r have one.
+                keys = level[r][:, : seq_len - r].unsqueeze(2)  # (B, L - r, 1, D)
+                near = (target_emb[:, r:] * keys).sum(-1)  # (B, L - r, T), indexed by t - r
+                # The lag-r diagonal (i = t - r) is written in place: bmm's backward does not
+                # need its output, and a torch.where would copy all (B, L, T, L) logits.
+                logits.diagonal(offset=-r, dim1=1, dim2=3).copy_(near.transpose(1, 2))
             scores = scores + _attend(logits, can_attend, dim=3)  # (B, L, T)
         return scores.squeeze(-1) if one_target else scores
 
@@ -105,23 +111,46 @@ class MRIF(SequentialRecommender):
         # Length-sorted evaluation batches are mostly free of padding; masking them would only
         # copy the (B, L, C) logits.
         can_attend = None if bool(is_item.all()) else is_item[:, :, None]
-        scores = None
-        for level in levels:
-            visible = torch.cat(
-                [level[-1][:, : seq_len - n_truncated]]
-                + [
-                    level[r][:, seq_len - 1 - r : seq_len - r] for r in reversed(range(n_truncated))
-                ],
-                dim=1,
-            )  # (B, L, D)
-            # Steps before candidates, for shared (C, D) and per-user (B, C, D) candidates
-            # alike: the softmax then runs along L across a contiguous row of candidates.
-            # With L last, rows of Amazon's typical 5-10 steps made it ten times slower.
-            logits = visible @ cand_emb.transpose(-1, -2)  # (B, L, C)
-            level_scores = _attend(logits, can_attend, dim=1)
-            scores = level_scores if scores is None else scores + level_scores
-        assert scores is not None
-        return scores
+        visible = [_visible_steps(level, seq_len, n_truncated) for level in levels]
+        if cand_emb.dim() == 3:
+            return _fuse(visible, cand_emb, can_attend)
+        # Items shared by every user (full ranking) are scored in blocks small enough for the
+        # logits' softmax passes to stay in cache: on Beauty, about 40% faster than one pass.
+        block = max(1, SHARED_LOGITS_BLOCK // (item_seq.shape[0] * seq_len))
+        return torch.cat(
+            [
+                _fuse(visible, cand_emb[first : first + block], can_attend)
+                for first in range(0, cand_emb.shape[0], block)
+            ],
+            dim=1,
+        )
+
+
+def _visible_steps(level: list[torch.Tensor], seq_len: int, n_truncated: int) -> torch.Tensor:
+    """(B, L, D): the variant of each step seen from the end of the history, where step i
+    sees variant ``min(L - 1 - i, R)``."""
+    return torch.cat(
+        [level[-1][:, : seq_len - n_truncated]]
+        + [level[r][:, seq_len - 1 - r : seq_len - r] for r in reversed(range(n_truncated))],
+        dim=1,
+    )
+
+
+def _fuse(
+    visible: list[torch.Tensor], cand_emb: torch.Tensor, can_attend: torch.Tensor | None
+) -> torch.Tensor:
+    """Scores (B, C) of candidates (C, D) or (B, C, D): each level's attention-fused score,
+    summed over the levels (B, L, D) in ``visible``."""
+    scores = None
+    for level in visible:
+        # Steps before candidates, for shared (C, D) and per-user (B, C, D) candidates
+        # alike: the softmax then runs along L across a contiguous row of candidates.
+        # With L last, rows of Amazon's typical 5-10 steps made it ten times slower.
+        logits = level @ cand_emb.transpose(-1, -2)  # (B, L, C)
+        level_scores = _attend(logits, can_attend, dim=1)
+        scores = level_scores if scores is None else scores + level_scores
+    assert scores is not None
+    return scores
 
 
 def _attend(logits: torch.Tensor, can_attend: torch.Tensor | None, dim: int) -> torch.Tensor:

@@ -118,6 +118,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir", type=Path)
     evaluate.add_argument("--protocol", choices=("sampled", "full"), default="sampled")
     evaluate.add_argument("--device", choices=("cpu", "cuda"), help="score on this device")
+
+    recommend = commands.add_parser("recommend", help="top-k items from a trained run, in raw ids")
+    recommend.add_argument("run_dir", type=Path)
+    who = recommend.add_mutually_exclusive_group(required=True)
+    who.add_argument(
+        "--user", action="append", help="raw user id of the dataset (repeat for several)"
+    )
+    who.add_argument(
+        "--history", nargs="+", metavar="ITEM",
+        help="raw item ids, oldest first, for a user the dataset does not know "
+        "(sequence models only)",
+    )  # fmt: skip
+    who.add_argument("--all-users", action="store_true", help="every user (needs --out)")
+    recommend.add_argument("--k", type=int, default=10, help="items per user (default: 10)")
+    recommend.add_argument(
+        "--include-seen", action="store_true",
+        help="also recommend items already in the history",
+    )  # fmt: skip
+    recommend.add_argument(
+        "--out", type=Path, help="write user, rank, item, score to a .parquet or .csv file"
+    )
+    recommend.add_argument("--device", choices=("cpu", "cuda"), help="score on this device")
     return parser
 
 
@@ -156,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": _evaluate,
         "reproduce": _reproduce,
         "report": _report,
+        "recommend": _recommend,
     }
     try:
         with sigterm_as_interrupt():
@@ -275,6 +298,30 @@ def _report(args: argparse.Namespace) -> int:
 
     paths = write_report(args.out)
     print("\n".join(f"{name}: {path}" for name, path in paths.items()))
+    return 0
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    from mrif.recommend import load_recommender, write_recommendations
+
+    if args.all_users and args.out is None:
+        raise ValueError("--all-users needs --out FILE (.parquet or .csv)")
+    if args.out is not None and args.out.suffix.lower() not in (".parquet", ".csv"):
+        raise ValueError(f"--out must end in .parquet or .csv; got {args.out}")
+    recommender = load_recommender(args.run_dir, args.device)
+    exclude_seen = not args.include_seen
+    if args.history:
+        recommendations = recommender.for_history(args.history, args.k, exclude_seen)
+    else:
+        users = None if args.all_users else args.user
+        recommendations = recommender.for_users(users, args.k, exclude_seen)
+    if args.out is not None:
+        path = write_recommendations(recommendations, args.out)
+        print(f"{path}: {len(recommendations.users)} users, top {args.k}")
+        return 0
+    print("user\trank\titem\tscore")
+    for row in recommendations.to_frame().iter_rows():
+        print("\t".join(str(value) for value in row))
     return 0
 
 

@@ -530,6 +530,31 @@ def count_at_least(scores: Any, target_scores: Any) -> Any:
     return (scores >= target_scores[:, None]).sum(1)
 
 
+def _best_of_pool(
+    pool_scores: np.ndarray, pool_items: np.ndarray, k: int, sentinel: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The k best (score, item) pairs of each row, higher score first, then lower item id.
+
+    Sorting the whole (B, K + C) pool cost most of a Beauty-sized top-k. Only the pairs
+    scoring at least the row's k-th best score can be among its k best: a linear-time
+    partition finds that score, and the lexicographic sort runs on those pairs alone (all of
+    them, ties at the k-th score included, so the tie rule still decides).
+    """
+    kth_best = -np.partition(-pool_scores, k - 1, axis=1)[:, k - 1]  # (B,)
+    contender = pool_scores >= kth_best[:, None]  # (B, K + C), at least k per row
+    rows, columns = np.nonzero(contender)  # row-major: each row's contenders together
+    per_row = contender.sum(axis=1)
+    slot = np.arange(rows.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    width = int(per_row.max())
+    scores = np.full((len(pool_scores), width), -np.inf)  # (B, M); padding loses every tie
+    items = np.full((len(pool_scores), width), sentinel, dtype=np.int64)
+    scores[rows, slot] = pool_scores[rows, columns]
+    items[rows, slot] = pool_items[rows, columns]
+    # lexsort: last key is primary, so higher score first, then lower item id.
+    order = np.lexsort((items, -scores), axis=1)[:, :k]  # (B, K)
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(items, order, axis=1)
+
+
 def topk_chunked(
     score_fn: Callable[[np.ndarray, np.ndarray], Any],
     n_users: int,
@@ -610,10 +635,7 @@ def topk_chunked(
             pool_items = np.concatenate(
                 [best_items, np.broadcast_to(item_ids, chunk.shape)], axis=1
             )  # (B, K + C)
-            # lexsort: last key is primary, so higher score first, then lower item id.
-            order = np.lexsort((pool_items, -pool_scores), axis=1)[:, :k]  # (B, K)
-            best_scores = np.take_along_axis(pool_scores, order, axis=1)
-            best_items = np.take_along_axis(pool_items, order, axis=1)
+            best_scores, best_items = _best_of_pool(pool_scores, pool_items, k, n_items + 1)
 
         top_items[user_ids] = best_items
         top_scores[user_ids] = best_scores

@@ -54,6 +54,7 @@ def test_train_writes_a_complete_run_directory(sasrec_run: Path) -> None:
         "config.json",
         "weights.safetensors",
         "items.parquet",
+        "users.parquet",
         "train.log",
         "test_ranks.parquet",
     ):

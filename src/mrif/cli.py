@@ -4,8 +4,10 @@ paper's table."""
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -120,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=("cpu", "cuda"), help="score on this device")
 
     recommend = commands.add_parser("recommend", help="top-k items from a trained run, in raw ids")
-    recommend.add_argument("run_dir", type=Path)
+    recommend.add_argument("run_dir", type=Path, help="a finished run (mrif train --out)")
     who = recommend.add_mutually_exclusive_group(required=True)
     who.add_argument(
         "--user", action="append", help="raw user id of the dataset (repeat for several)"
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     recommend.add_argument(
         "--out", type=Path, help="write user, rank, item, score to a .parquet or .csv file"
     )
+    recommend.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     recommend.add_argument("--device", choices=("cpu", "cuda"), help="score on this device")
     return parser
 
@@ -183,6 +186,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             return commands[args.command](args)
+    except BrokenPipeError:  # the reader went away (``mrif recommend ... | head``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt as interrupt:
         print("mrif: interrupted", file=sys.stderr)
         return exit_code(interrupt)
@@ -302,13 +308,15 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _recommend(args: argparse.Namespace) -> int:
-    from mrif.recommend import load_recommender, write_recommendations
+    from mrif.recommend import check_output_path, load_recommender, write_recommendations
 
     if args.all_users and args.out is None:
         raise ValueError("--all-users needs --out FILE (.parquet or .csv)")
-    if args.out is not None and args.out.suffix.lower() not in (".parquet", ".csv"):
-        raise ValueError(f"--out must end in .parquet or .csv; got {args.out}")
+    if args.out is not None:  # refused before loading and scoring, not after
+        check_output_path(args.out, args.overwrite, protected=[args.run_dir])
     recommender = load_recommender(args.run_dir, args.device)
+    if args.out is not None:
+        check_output_path(args.out, args.overwrite, protected=[recommender.dataset.path])
     exclude_seen = not args.include_seen
     if args.history:
         recommendations = recommender.for_history(args.history, args.k, exclude_seen)
@@ -317,11 +325,12 @@ def _recommend(args: argparse.Namespace) -> int:
         recommendations = recommender.for_users(users, args.k, exclude_seen)
     if args.out is not None:
         path = write_recommendations(recommendations, args.out)
-        print(f"{path}: {len(recommendations.users)} users, top {args.k}")
+        print(f"{path}: {len(recommendations.users)} users, up to {args.k} items each")
         return 0
-    print("user\trank\titem\tscore")
-    for row in recommendations.to_frame().iter_rows():
-        print("\t".join(str(value) for value in row))
+    # Tab-separated; ids holding a tab, newline or quote are quoted, as in CSV.
+    table = csv.writer(sys.stdout, delimiter="\t", lineterminator="\n")
+    table.writerow(["user", "rank", "item", "score"])
+    table.writerows(recommendations.to_frame().iter_rows())
     return 0
 
 

@@ -1,13 +1,18 @@
 """Top-k recommendations from a trained run, in the dataset's raw item and user ids.
 
-A run directory keeps ``items.parquet``, the raw id of every item id the model was trained
-with (case B18): recommendations are translated through that file, and a dataset whose items
-no longer match it is refused rather than read with shifted ids.
+A run directory keeps ``items.parquet`` and ``users.parquet``, the raw id behind every item and
+user id the model was trained with (case B18). Recommendations are translated through them,
+and a dataset whose ids no longer match is refused rather than read with shifted ids: item ids
+always, user ids for the models that learn a vector per user (BPR, NCF, Caser).
 
 A known user's recommendations follow the whole history (training, validation and test
 items): the next item after everything the dataset holds. Items already in that history are
-left out unless ``exclude_seen`` is False. Sequence models (no per-user vector) can also
-recommend after a history given as raw item ids, for a user the dataset does not know.
+left out unless ``exclude_seen`` is False, so a user who has seen nearly every item gets a
+list shorter than ``k``. Sequence models (no per-user vector) can also recommend after a
+history given as raw item ids, for a user the dataset does not know.
+
+Users are scored in batches; the batch a user falls in can change the last float digits of a
+score, as with any batched evaluation.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -29,6 +35,7 @@ from mrif.run_dir import RunError
 
 HISTORY_USER = "<history>"
 """The user name given to recommendations for a history passed as item ids."""
+OUTPUT_SUFFIXES = (".parquet", ".csv")
 
 
 class RecommendError(ValueError):
@@ -52,15 +59,15 @@ class Recommendations:
 
     def to_frame(self) -> pl.DataFrame:
         """One row per (user, rank): ``user``, ``rank`` (1 = best), ``item``, ``score``."""
-        rows = [
-            (user, rank, item, score)
-            for user, items, scores in zip(self.users, self.items, self.scores, strict=True)
-            for rank, (item, score) in enumerate(zip(items, scores, strict=True), start=1)
-        ]
-        return pl.DataFrame(
-            rows,
-            schema={"user": pl.Utf8, "rank": pl.Int32, "item": pl.Utf8, "score": pl.Float64},
-            orient="row",
+        lists = pl.DataFrame(
+            {"user": self.users, "item": self.items, "score": self.scores},
+            schema={"user": pl.Utf8, "item": pl.List(pl.Utf8), "score": pl.List(pl.Float64)},
+        )
+        return (
+            lists.with_columns(rank=pl.int_ranges(1, pl.col("item").list.len() + 1, dtype=pl.Int32))
+            .explode(["item", "score", "rank"])
+            .drop_nulls("item")  # users with an empty list
+            .select("user", "rank", "item", "score")
         )
 
 
@@ -72,10 +79,13 @@ class Recommender:
         dataset: the prepared dataset it was trained on.
         raw_items: raw item id of every item id the model knows (index 0 is padding), as
             saved with the run.
+        raw_users: raw user id of every user id, as saved with the run; None for runs saved
+            before the file existed (then ``model.uses_users`` models are refused).
         train: evaluation sizes and device (``eval_batch_size``, ``item_chunk``, ``device``).
 
     Raises:
-        RunError: the dataset's items differ from ``raw_items``.
+        RunError: the dataset's item ids, or for per-user models its user ids, differ from
+            the run's.
     """
 
     def __init__(
@@ -83,13 +93,19 @@ class Recommender:
         model: SequentialRecommender,
         dataset: PreparedDataset,
         raw_items: Sequence[str],
+        raw_users: Sequence[str] | None,
         train: TrainConfig,
     ) -> None:
         if list(raw_items) != list(dataset.raw_items):
             raise RunError(
-                f"the dataset at {dataset.path} does not have the item ids this run was "
-                "trained with (its items.parquet); prepare the run's dataset again or train "
-                "a new run"
+                f"the run's items.parquet and the dataset at {dataset.path} disagree on the "
+                "item ids: the dataset was prepared again from other data; train a new run"
+            )
+        if model.uses_users and list(raw_users or []) != list(dataset.raw_users):
+            saved = "disagree on" if raw_users is not None else "cannot be checked for"
+            raise RunError(
+                f"the run's users.parquet and the dataset at {dataset.path} {saved} the user "
+                f"ids, which {model.name} learns one vector each for; train a new run"
             )
         self.model = model.eval()
         self.dataset = dataset
@@ -100,15 +116,17 @@ class Recommender:
     def for_users(
         self, raw_users: Sequence[str] | None = None, k: int = 10, exclude_seen: bool = True
     ) -> Recommendations:
-        """Top ``k`` items for each named user, or for every user when ``raw_users`` is None.
+        """Top ``k`` items for each named user (repeats dropped), or for every user when
+        ``raw_users`` is None.
 
         Raises:
-            RecommendError: an unknown user, or ``k`` outside 1..n_items.
+            RecommendError: no users, unknown users (all named), or ``k`` outside 1..n_items.
         """
+        _check_k(k, self.dataset.n_items)
         if raw_users is None:
             users = np.arange(self.dataset.n_users, dtype=np.int64)
         else:
-            users = np.array([self._user(raw) for raw in raw_users], dtype=np.int64)
+            users = np.array(self._users(raw_users), dtype=np.int64)
         histories = [self.dataset.history(int(user)) for user in users]
         top_items, top_scores = self._top(histories, users, k, exclude_seen)
         names = [self.dataset.raw_users[int(user)] for user in users]
@@ -121,18 +139,44 @@ class Recommender:
 
         Raises:
             RecommendError: the model learns one vector per user and so needs a known user, an
-                empty history, an unknown item, or ``k`` outside 1..n_items.
+                empty history, unknown items (all named), or ``k`` outside 1..n_items.
         """
+        _check_k(k, self.dataset.n_items)
         if self.model.uses_users:
             raise RecommendError(
                 f"{self.model.name} learns a vector per user, so it recommends only for users "
                 "of its dataset; name one with --user"
             )
+        _check_id_list(raw_history, "history")
         if not raw_history:
             raise RecommendError("the history is empty; give at least one item")
-        history = np.array([self._item(raw) for raw in raw_history], dtype=np.int32)
+        ids, unknown = [], []
+        for raw in raw_history:
+            try:
+                ids.append(self.dataset.raw_item_to_id(raw))
+            except KeyError:
+                unknown.append(raw)
+        if unknown:
+            raise RecommendError(
+                f"item(s) {', '.join(map(repr, unknown))} not in the run's dataset "
+                f"({self.dataset.n_items} items)"
+            )
+        history = np.array(ids, dtype=np.int32)
         top_items, top_scores = self._top([history], None, k, exclude_seen)
         return self._translate([HISTORY_USER], top_items, top_scores)
+
+    def _users(self, raw_users: Sequence[str]) -> list[int]:
+        _check_id_list(raw_users, "raw_users")
+        named = list(dict.fromkeys(raw_users))  # repeats dropped, order kept
+        if not named:
+            raise RecommendError("no users given")
+        unknown = [raw for raw in named if raw not in self._user_index]
+        if unknown:
+            raise RecommendError(
+                f"user(s) {', '.join(map(repr, unknown))} not in the run's dataset "
+                f"({self.dataset.n_users} users at {self.dataset.path})"
+            )
+        return [self._user_index[raw] for raw in named]
 
     def _top(
         self,
@@ -142,9 +186,6 @@ class Recommender:
         exclude_seen: bool,
     ) -> tuple[np.ndarray, np.ndarray]:
         """(U, k) item ids and scores, best first; left-out items score -inf."""
-        n_items = self.dataset.n_items
-        if isinstance(k, bool) or not 1 <= k <= n_items:
-            raise RecommendError(f"k must be in 1..{n_items} (the number of items); got {k}")
         device = torch.device(self.train.device)
         # Users of similar length share a batch, so a batch holds little padding.
         order = np.argsort([len(h) for h in histories], kind="stable")
@@ -170,7 +211,7 @@ class Recommender:
         top_items, top_scores = topk_chunked(
             score,
             n_users=len(histories),
-            n_items=n_items,
+            n_items=self.dataset.n_items,
             k=k,
             user_batch=max(1, self.train.eval_batch_size // 2),
             item_chunk=self.train.item_chunk,
@@ -189,48 +230,81 @@ class Recommender:
             scores.append([float(value) for value in row_scores[kept]])
         return Recommendations(users=names, items=items, scores=scores)
 
-    def _user(self, raw: str) -> int:
-        try:
-            return self._user_index[raw]
-        except KeyError:
-            raise RecommendError(
-                f"user {raw!r} is not in the run's dataset ({self.dataset.n_users} users at "
-                f"{self.dataset.path})"
-            ) from None
 
-    def _item(self, raw: str) -> int:
-        try:
-            return self.dataset.raw_item_to_id(raw)
-        except KeyError:
-            raise RecommendError(
-                f"item {raw!r} is not in the run's dataset ({self.dataset.n_items} items)"
-            ) from None
+def _check_k(k: Any, n_items: int) -> None:
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= n_items:
+        raise RecommendError(f"k must be an integer in 1..{n_items} (the items); got {k!r}")
+
+
+def _check_id_list(ids: Any, name: str) -> None:
+    """A list of raw ids, not one id: a string would be split into its characters."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Sequence):
+        raise RecommendError(f"{name} must be a list of raw ids; got {ids!r}")
 
 
 def load_recommender(run_dir: Path | str, device: str | None = None) -> Recommender:
-    """The trained model of a finished run, with its dataset and saved item ids."""
+    """The trained model of a finished run, with its dataset and saved ids."""
     from mrif.runs import load_run
 
     run_dir = Path(run_dir)
     model, dataset, config, _ = load_run(run_dir, device)
-    items_path = run_dir / "items.parquet"
-    if not items_path.exists():
+    items = _read_ids(run_dir / "items.parquet", "item")
+    if items is None:
         raise RunError(f"{run_dir} has no items.parquet, so its item ids cannot be translated")
-    items = pl.read_parquet(items_path).sort("item_id")
-    raw_items = [PAD_TOKEN, *items["raw_item"].to_list()]
-    return Recommender(model, dataset, raw_items, config.train)
+    users = _read_ids(run_dir / "users.parquet", "user")
+    return Recommender(model, dataset, [PAD_TOKEN, *items], users, config.train)
 
 
-def write_recommendations(recommendations: Recommendations, path: Path) -> Path:
+def _read_ids(path: Path, kind: str) -> list[str] | None:
+    """Raw ids ordered by id from a run's ``items.parquet`` or ``users.parquet``; None if the
+    file is absent."""
+    if not path.exists():
+        return None
+    try:
+        table = pl.read_parquet(path).sort(f"{kind}_id")
+        return table[f"raw_{kind}"].cast(pl.Utf8).to_list()
+    except Exception as error:  # polars raises its own error types
+        raise RunError(f"{path}: not a readable {kind} id table ({error})") from None
+
+
+def check_output_path(path: Path | str, overwrite: bool, protected: Sequence[Path] = ()) -> Path:
+    """Refuse, before any scoring, an output path that cannot or should not be written.
+
+    Args:
+        path: where the recommendations go; ``.parquet`` or ``.csv``.
+        overwrite: allow replacing an existing file.
+        protected: directories never written into (the run's and the dataset's).
+
+    Raises:
+        RecommendError: another suffix, a missing parent directory, an existing file without
+            ``overwrite``, or a path inside a protected directory.
+    """
+    path = Path(path)
+    if path.suffix not in OUTPUT_SUFFIXES:
+        raise RecommendError(f"--out must end in .parquet or .csv; got {path}")
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise RecommendError(f"--out {path}: directory {path.parent} does not exist")
+    for directory in protected:
+        if parent == Path(directory).resolve():
+            raise RecommendError(f"--out {path} is inside {directory}, whose files mrif keeps")
+    if path.is_dir():
+        raise RecommendError(f"--out {path} is a directory")
+    if path.exists() and not overwrite:
+        raise RecommendError(f"--out {path} exists; pass --overwrite to replace it")
+    return path
+
+
+def write_recommendations(recommendations: Recommendations, path: Path | str) -> Path:
     """Write ``.parquet`` or ``.csv`` by the suffix, through a temporary file, so that a
     failure never leaves a half-written file at ``path``."""
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
+    path = Path(path)
+    if path.suffix not in OUTPUT_SUFFIXES:
         raise RecommendError(f"--out must end in .parquet or .csv; got {path}")
     frame = recommendations.to_frame()
     partial = path.with_name(f".{path.name}.partial")
     try:
-        if suffix == ".parquet":
+        if path.suffix == ".parquet":
             frame.write_parquet(partial)
         else:
             frame.write_csv(partial)

@@ -20,6 +20,9 @@ from mrif.models.base import SequentialRecommender
 from mrif.models.mrif import PretrainingMissingError
 
 WEIGHTS = "weights.safetensors"
+ID_FILES = ("items.parquet", "users.parquet")
+"""The dataset's raw item and user ids, copied into every run (runs older than the user file
+hold the item file only)."""
 TEST_RANKS = "test_ranks.parquet"
 """Per evaluated user: sampled rank, number of sampled negatives, full-ranking rank."""
 

@@ -1,10 +1,10 @@
 """Run directories: train a model on a prepared dataset, save it, and score it again later.
 
 A run directory holds ``config.json`` (resolved config, model, dataset), ``weights.safetensors``
-(selected weights; loads without unpickling code), ``items.parquet`` (the raw item ids, so
-recommendations speak raw ids), ``metrics.json``, ``test_ranks.parquet`` (per-user test ranks
-for significance tests) and ``train.log``. MRIF runs also keep their pre-trained extractor under
-``pretrain/``.
+(selected weights; loads without unpickling code), ``items.parquet`` and ``users.parquet`` (the
+raw item and user ids, so recommendations speak raw ids), ``metrics.json``,
+``test_ranks.parquet`` (per-user test ranks for significance tests) and ``train.log``. MRIF
+runs also keep their pre-trained extractor under ``pretrain/``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from mrif.models.mrif import MRIF, PretrainingMissingError
 from mrif.models.sasrec import SASRec
 from mrif.run_checks import check_data_seed, check_device, check_pretrained_run, check_trainable
 from mrif.run_dir import (
+    ID_FILES,
     TEST_RANKS,
     WEIGHTS,
     RunError,
@@ -130,7 +131,8 @@ def _train_run(
     record = _run_record(model_name, data, dataset, config)
     record["pretrained"] = None if pretrained is None else str(Path(pretrained).resolve())
     write_json(out_dir / "config.json", record)
-    shutil.copyfile(dataset_dir / "items.parquet", out_dir / "items.parquet")
+    for id_file in ID_FILES:
+        shutil.copyfile(dataset_dir / id_file, out_dir / id_file)
 
     seed_everything(train.seed)
     model = build_model(model_name, dataset.n_items, config.model, dataset.n_users)
@@ -254,6 +256,8 @@ def load_run(
     """Rebuild a trained model and its dataset from a run directory (on ``device`` if given)."""
     run_dir = Path(run_dir)
     record_path = run_dir / "config.json"
+    if not run_dir.is_dir():
+        raise RunError(f"run directory {run_dir} does not exist")
     if not (run_dir / "metrics.json").exists() or not (run_dir / WEIGHTS).exists():
         raise RunError(f"{run_dir} is not a finished run (needs metrics.json and {WEIGHTS})")
     record = read_record(record_path)
@@ -264,10 +268,31 @@ def load_run(
     if config.train.threads:  # the same thread count gives the same float reductions
         torch.set_num_threads(config.train.threads)
     dataset = PreparedDataset.load(Path(record["dataset"]["path"]))
+    check_dataset_unchanged(record, dataset, run_dir)
     model = build_model(record["model"], dataset.n_items, config.model, dataset.n_users)
-    model.load_state_dict(load_weights(run_dir / WEIGHTS))
+    try:
+        model.load_state_dict(load_weights(run_dir / WEIGHTS))
+    except RuntimeError as error:  # shapes or names that do not fit the recorded model
+        message = f"{run_dir / WEIGHTS} does not fit a {record['model']} model: {error}"
+        raise RunError(message) from None
     model.to(config.train.device)
     return model, dataset, config, record
+
+
+def check_dataset_unchanged(
+    record: dict[str, Any], dataset: PreparedDataset, run_dir: Path
+) -> None:
+    """Refuse a dataset whose user or item count differs from the one the run recorded: the
+    saved weights would not fit it, or would be read with other ids."""
+    recorded = record["dataset"]
+    now = {"users": dataset.n_users, "items": dataset.n_items}
+    then = {"users": recorded.get("n_users"), "items": recorded.get("n_items")}
+    if now != then:
+        raise RunError(
+            f"the dataset at {dataset.path} has {now['users']} users and {now['items']} items, "
+            f"but run {run_dir} was trained on {then['users']} and {then['items']}: it was "
+            "prepared again from other data; train a new run on it"
+        )
 
 
 def evaluate_run(

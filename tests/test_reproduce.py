@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +256,14 @@ def test_per_user_metrics_follow_rule_12() -> None:
     assert values["mrr"].tolist() == pytest.approx([1.0, 1 / 3, 1 / 11])
     assert values["gauc"][:2].tolist() == pytest.approx([1.0, 0.98])
     assert np.isnan(values["gauc"][2])
+
+
+def test_workers_do_not_load_the_report_statistics() -> None:
+    """Each run's spawned worker imports ``mrif.reproduce``; the report's scipy stack would
+    add about half a second to every one of a reproduction's runs."""
+    check = "import sys, mrif.reproduce; print(sorted({m.split('.')[0] for m in sys.modules}))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    ).stdout
+    assert "'torch'" in loaded
+    assert "'scipy'" not in loaded and "'matplotlib'" not in loaded

@@ -29,7 +29,6 @@ from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.registry import resolve_dataset
 from mrif.interrupts import raise_keyboard_interrupt
 from mrif.models import MODEL_NAMES, MRIF_NAMES
-from mrif.report import write_report
 from mrif.run_dir import recorded_format_version
 from mrif.runs import RunError, train_run
 
@@ -128,6 +127,10 @@ def reproduce(
     tracker = _Progress(len(plan), len(finished), progress)
     failed = _execute(todo, configs, str(dataset_dir), data_seed, jobs, finished, tracker)
     tracker.close()
+
+    # Imported here: the report's statistics stack (scipy) would otherwise load again in
+    # every spawned worker, which imports this module to find its target.
+    from mrif.report import write_report
 
     paths = write_report(out) if len(finished) else {}
     if failed:

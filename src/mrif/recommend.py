@@ -31,7 +31,7 @@ from mrif.config import TrainConfig
 from mrif.data.dataset import PAD_TOKEN, PreparedDataset
 from mrif.metrics import topk_chunked
 from mrif.models.base import SequentialRecommender
-from mrif.run_dir import RunError
+from mrif.run_dir import RunError, write_aside
 
 HISTORY_USER = "<history>"
 """The user name given to recommendations for a history passed as item ids."""
@@ -302,13 +302,6 @@ def write_recommendations(recommendations: Recommendations, path: Path | str) ->
     if path.suffix not in OUTPUT_SUFFIXES:
         raise RecommendError(f"--out must end in .parquet or .csv; got {path}")
     frame = recommendations.to_frame()
-    partial = path.with_name(f".{path.name}.partial")
-    try:
-        if path.suffix == ".parquet":
-            frame.write_parquet(partial)
-        else:
-            frame.write_csv(partial)
-        partial.replace(path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    if path.suffix == ".parquet":
+        return write_aside(path, frame.write_parquet)
+    return write_aside(path, frame.write_csv)

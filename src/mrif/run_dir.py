@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,15 +92,24 @@ def recorded_format_version(record: dict[str, Any]) -> int:
     return int(record.get("dataset", {}).get("format_version", 1))
 
 
+def write_aside(path: Path, write: Callable[[Path], object]) -> Path:
+    """Write ``path`` by calling ``write`` on a file beside it, then renaming that file into
+    place: a failure leaves neither half a file at ``path`` nor the partial file."""
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
 def save_weights(model: SequentialRecommender, path: Path) -> None:
-    """Write the state dict as safetensors (written beside, then renamed: never half a file)."""
+    """Write the state dict as safetensors (written aside: never half a file)."""
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    partial = path.with_suffix(".partial")
-    save_file(state, str(partial), metadata={"model": model.name, "mrif_version": __version__})
-    partial.replace(path)
+    metadata = {"model": model.name, "mrif_version": __version__}
+    write_aside(path, lambda partial: save_file(state, str(partial), metadata=metadata))
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n")
-    partial.replace(path)
+    write_aside(path, lambda partial: partial.write_text(json.dumps(data, indent=2) + "\n"))

@@ -174,7 +174,7 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging(quiet=getattr(args, "quiet", False))
+    _configure_logging(quiet=getattr(args, "quiet", False) or _is_follower_process())
     commands = {
         "data": _data,
         "train": _train,
@@ -184,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "recommend": _recommend,
     }
     try:
+        _check_single_process(args.command)
         with sigterm_as_interrupt():
             return commands[args.command](args)
     except BrokenPipeError:  # the reader went away (``mrif recommend ... | head``)
@@ -264,16 +265,45 @@ def _stats(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from mrif import distributed
     from mrif.runs import train_run
 
     config = _config_from_args(args)
     progress = not args.quiet and sys.stderr.isatty()
-    metrics = train_run(
-        args.data, args.model, args.out, config, data_seed=args.data_seed,
-        pretrained=args.pretrained, overwrite=args.overwrite, progress=progress,
-    )  # fmt: skip
-    print(json.dumps({"test": metrics["test"], "test_full": metrics["test_full"]}, indent=2))
+    world = distributed.start(config.train.device)
+    try:
+        metrics = train_run(
+            args.data, args.model, args.out, config, data_seed=args.data_seed,
+            pretrained=args.pretrained, overwrite=args.overwrite, progress=progress,
+            world=world,
+        )  # fmt: skip
+    finally:
+        distributed.stop(world)
+    if world.is_main:
+        print(json.dumps({"test": metrics["test"], "test_full": metrics["test_full"]}, indent=2))
     return 0
+
+
+def _check_single_process(command: str) -> None:
+    """Only ``mrif train`` runs as one of several processes (``mrif.distributed``)."""
+    from mrif.distributed import launched_world_size
+
+    if command != "train" and launched_world_size() > 1:
+        raise ValueError(
+            f"mrif {command} runs in one process; only mrif train can be launched with "
+            "torchrun (mrif reproduce trains several runs at once with --jobs)"
+        )
+
+
+def _is_follower_process() -> bool:
+    """True in a torchrun process other than rank 0: it logs warnings only."""
+    from mrif.distributed import DistributedError, launched_world_size
+
+    try:
+        distributed = launched_world_size() > 1
+    except DistributedError:  # reported when the command starts
+        distributed = False
+    return distributed and os.environ.get("RANK", "0") != "0"
 
 
 def _evaluate(args: argparse.Namespace) -> int:

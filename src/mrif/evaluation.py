@@ -16,6 +16,7 @@ import torch
 from mrif import PAD_ID
 from mrif.batches import left_pad, trim_padding
 from mrif.data.dataset import PreparedDataset
+from mrif.distributed import SINGLE_PROCESS, World
 from mrif.metrics import SampledResult, sampled_metrics
 from mrif.models.base import SequentialRecommender
 
@@ -60,14 +61,23 @@ def score_sampled(
     *,
     batch_size: int = 256,
     device: str | torch.device = "cpu",
+    world: World = SINGLE_PROCESS,
 ) -> SampledResult:
-    """Sampled-protocol metrics (rule 9, 11-14) of ``split`` for every evaluated user."""
+    """Sampled-protocol metrics (rule 9, 11-14) of ``split`` for every evaluated user.
+
+    With a distributed ``world`` each process scores its share of the batches and the scores
+    are gathered, so every process returns the same result.
+    """
     model.eval()
     inputs = eval_inputs(dataset, split, model.config.max_len)
     candidates = np.concatenate([inputs.targets[:, None], dataset.negatives], axis=1)
-    target_scores = np.empty(len(inputs.users), dtype=np.float64)
-    negative_scores = np.empty(dataset.negatives.shape, dtype=np.float64)
-    for rows in _length_batches(inputs.histories, batch_size):
+    # Zeros where another process scores: the gathering sum then fills every row exactly.
+    target_scores = np.zeros(len(inputs.users), dtype=np.float64)
+    negative_scores = np.zeros(dataset.negatives.shape, dtype=np.float64)
+    batches = _length_batches(inputs.histories, batch_size)
+    if world.is_distributed:  # each batch once: no wrap-around
+        batches = batches[world.rank :: world.size]
+    for rows in batches:
         history = torch.from_numpy(trim_padding(inputs.histories[rows])).to(device)
         users = torch.from_numpy(inputs.users[rows]).to(device)
         scores = model.candidate_scores(
@@ -76,6 +86,8 @@ def score_sampled(
         batch_scores = scores.double().cpu().numpy()  # (B, 1 + N)
         target_scores[rows] = batch_scores[:, 0]
         negative_scores[rows] = batch_scores[:, 1:]
+    target_scores = world.sum_array(target_scores)
+    negative_scores = world.sum_array(negative_scores)
     negative_mask = np.arange(dataset.negatives.shape[1])[None, :] < dataset.n_negatives[:, None]
     return sampled_metrics(target_scores, negative_scores, negative_mask)
 

@@ -9,6 +9,7 @@ runs also keep their pre-trained extractor under ``pretrain/``.
 
 from __future__ import annotations
 
+import json
 import logging
 import platform
 import shutil
@@ -24,6 +25,7 @@ from mrif import __version__
 from mrif.config import RunConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.data.registry import resolve_dataset
+from mrif.distributed import SINGLE_PROCESS, World
 from mrif.evaluation import full_ranks, score_sampled
 from mrif.metrics import full_metrics_from_ranks
 from mrif.models import build_model
@@ -78,6 +80,7 @@ def train_run(
     pretrained: Path | str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    world: World = SINGLE_PROCESS,
 ) -> dict[str, Any]:
     """Train ``model_name`` on ``data`` (a registered name, prepared directory or raw file),
     select on validation, test once, and write the run directory. Returns ``metrics.json``.
@@ -85,12 +88,25 @@ def train_run(
     The run is built in a hidden directory beside ``out_dir`` and renamed into place only when
     it is complete: a failed run leaves nothing behind, and ``overwrite`` replaces a finished
     run as a whole or not at all.
+
+    With a distributed ``world`` (``mrif.distributed``) every process calls this with the same
+    arguments and trains its share; rank 0 alone tests the model, writes ``out_dir`` and
+    returns the metrics, the others return an empty dict.
     """
     out_dir = Path(out_dir)
-    check_out_dir(out_dir, overwrite)
-    check_device(config.train.device)
-    if pretrained is not None and not model_name.startswith("mrif"):
-        raise RunError(f"--pretrained applies to MRIF models only; got --model {model_name}")
+    with world.fail_together("checking the run"):
+        if world.is_main:  # the only process that writes
+            check_out_dir(out_dir, overwrite)
+        check_device(config.train.device)
+        if pretrained is not None and not model_name.startswith("mrif"):
+            raise RunError(f"--pretrained applies to MRIF models only; got --model {model_name}")
+    if not world.is_main:
+        scratch = Path(tempfile.mkdtemp(prefix=f"mrif-rank{world.rank}-"))
+        try:
+            _train_run(data, model_name, scratch, config, data_seed, pretrained, False, world)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        return {}
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     log_handler = _attach_log(work_dir / "train.log")
@@ -100,7 +116,9 @@ def train_run(
             "it): use this run to measure that effect, not as a result"
         )
     try:
-        metrics = _train_run(data, model_name, work_dir, config, data_seed, pretrained, progress)
+        metrics = _train_run(
+            data, model_name, work_dir, config, data_seed, pretrained, progress, world
+        )
     except BaseException:
         shutil.rmtree(work_dir, ignore_errors=True)
         raise
@@ -119,16 +137,21 @@ def _train_run(
     data_seed: int | None,
     pretrained: Path | str | None,
     progress: bool,
+    world: World = SINGLE_PROCESS,
 ) -> dict[str, Any]:
+    """Train and test in ``out_dir``; a process other than rank 0 stops after training."""
     started = time.perf_counter()
     train = config.train
     if train.threads:
         torch.set_num_threads(train.threads)
-    dataset_dir = resolve_dataset(data, seed=0 if data_seed is None else data_seed)
-    dataset = PreparedDataset.load(dataset_dir)
-    check_data_seed(dataset, data_seed)
-    check_trainable(dataset)
+    with world.fail_together("loading the dataset"):
+        with world.local_main_first():  # one download or preparation per machine
+            dataset_dir = resolve_dataset(data, seed=0 if data_seed is None else data_seed)
+        dataset = PreparedDataset.load(dataset_dir)
+        check_data_seed(dataset, data_seed)
+        check_trainable(dataset)
     record = _run_record(model_name, data, dataset, config)
+    world.check_same("the dataset and the run's settings", _training_fingerprint(record, dataset))
     record["pretrained"] = None if pretrained is None else str(Path(pretrained).resolve())
     write_json(out_dir / "config.json", record)
     for id_file in ID_FILES:
@@ -143,14 +166,17 @@ def _train_run(
     pretrain: FitResult | None = None
     if isinstance(model, MRIF):
         if pretrained is not None:
-            check_pretrained_run(Path(pretrained), dataset, config)
-            model.load_pretrained_extractor(load_extractor(Path(pretrained)))
+            with world.fail_together("loading the pre-trained run"):
+                check_pretrained_run(Path(pretrained), dataset, config)
+                model.load_pretrained_extractor(load_extractor(Path(pretrained)))
         else:
-            pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress)
+            pretrain = _pretrain_extractor(model, dataset, config, out_dir, progress, world)
         # Re-seed so that the MRIF stage draws the same dropout masks whether its extractor
         # was pre-trained here or loaded from a SASRec run: both give identical runs.
         seed_everything(train.seed)
-    fitted = _fit_checked(model, dataset, train, progress)
+    fitted = _fit_checked(model, dataset, train, progress, world)
+    if not world.is_main:
+        return {}
     save_weights(model, out_dir / WEIGHTS)
 
     test_started = time.perf_counter()
@@ -207,7 +233,7 @@ def _train_run(
             "total_seconds": round(time.perf_counter() - started, 2),
         },
         "history": fitted.history,
-        "environment": _environment(train.device),
+        "environment": _environment(train.device, world),
     }
     write_json(out_dir / "metrics.json", metrics)
     logger.info("test (sampled): %s", _format(test.metrics))
@@ -216,7 +242,11 @@ def _train_run(
 
 
 def _fit_checked(
-    model: SequentialRecommender, dataset: PreparedDataset, train: TrainConfig, progress: bool
+    model: SequentialRecommender,
+    dataset: PreparedDataset,
+    train: TrainConfig,
+    progress: bool,
+    world: World = SINGLE_PROCESS,
 ) -> FitResult:
     if isinstance(model, MRIF) and not bool(model.extractor_is_pretrained):
         raise PretrainingMissingError(
@@ -225,11 +255,16 @@ def _fit_checked(
         )
     if not model.is_trainable:
         return evaluate_untrained(model, dataset, train)
-    return fit(model, dataset, train, stage=model.name, progress=progress)
+    return fit(model, dataset, train, stage=model.name, progress=progress, world=world)
 
 
 def _pretrain_extractor(
-    model: MRIF, dataset: PreparedDataset, config: RunConfig, out_dir: Path, progress: bool
+    model: MRIF,
+    dataset: PreparedDataset,
+    config: RunConfig,
+    out_dir: Path,
+    progress: bool,
+    world: World = SINGLE_PROCESS,
 ) -> FitResult:
     """Pre-train the extractor with the SASRec next-item objective, then hand it to MRIF.
 
@@ -242,7 +277,7 @@ def _pretrain_extractor(
     extractor = SASRec(dataset.n_items, config.model)
     result = fit(
         extractor, dataset, train, epochs=train.pretrain_epochs, patience=train.pretrain_patience,
-        lr=train.pretrain_lr, stage="pretrain", progress=progress,
+        lr=train.pretrain_lr, stage="pretrain", progress=progress, world=world,
     )  # fmt: skip
     (out_dir / "pretrain").mkdir(exist_ok=True)
     save_weights(extractor, out_dir / "pretrain" / WEIGHTS)
@@ -338,13 +373,23 @@ def _dataset_record(data: str, dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
-def _environment(device: str) -> dict[str, Any]:
+def _training_fingerprint(record: dict[str, Any], dataset: PreparedDataset) -> str:
+    """What every process of a distributed run must share: model, settings and the prepared
+    data (its counts, recipe and source checksum; not where each machine keeps it)."""
+    meta = {key: value for key, value in dataset.meta.items() if key != "source"}
+    meta["source_sha256"] = dataset.meta.get("source", {}).get("sha256")
+    shared = {"model": record["model"], "config": record["config"], "data": meta}
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def _environment(device: str, world: World = SINGLE_PROCESS) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "machine": platform.machine(),
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "processes": world.size,  # data-parallel training processes (mrif.distributed)
     }
 
 

@@ -16,6 +16,7 @@ from mrif import PAD_ID
 from mrif.batches import TrainingBatch, TrainingSequences
 from mrif.config import TrainConfig
 from mrif.data.dataset import PreparedDataset
+from mrif.distributed import SINGLE_PROCESS, World
 from mrif.evaluation import score_sampled
 from mrif.models.base import SequentialRecommender
 from mrif.sampling import NegativeSampler
@@ -55,6 +56,7 @@ def fit(
     lr: float | None = None,
     stage: str = "train",
     progress: bool = False,
+    world: World = SINGLE_PROCESS,
 ) -> FitResult:
     """Train ``model`` in place and leave it holding the weights of its best validation epoch.
 
@@ -76,12 +78,15 @@ def fit(
     lr = lr or config.lr or model.default_lr
     device = torch.device(config.device)
     model.to(device)
+    world.broadcast_parameters(model)
+    if world.rank:  # dropout masks of its own; rank 0 keeps the run's seed
+        torch.manual_seed(world.seed_for(config.seed))
 
     examples, sampler = training_inputs(dataset, model.config.max_len, device)
     order_rng = np.random.default_rng(config.seed)
-    negative_rng = torch.Generator(device=device).manual_seed(config.seed)
+    negative_rng = torch.Generator(device=device).manual_seed(world.seed_for(config.seed))
     optimizer = make_optimizer(model, lr, config.weight_decay)
-    n_batches = math.ceil(len(examples) / config.batch_size)
+    n_batches = math.ceil(math.ceil(len(examples) / config.batch_size) / world.size)
 
     best = FitResult(best_epoch=0, best_valid={}, epochs_run=0, seconds=0.0)
     best_state = _copy_state(model)
@@ -90,11 +95,16 @@ def fit(
     for epoch in range(1, epochs + 1):
         epoch_started = time.perf_counter()
         batches = examples.batches(config.batch_size, order_rng)
+        if world.is_distributed:
+            batches = iter(world.shard(list(batches)))
         bar = tqdm(
-            batches, total=n_batches, desc=f"{stage} {epoch}", leave=False, disable=not progress
-        )
+            batches, total=n_batches, desc=f"{stage} {epoch}", leave=False,
+            disable=not progress or not world.is_main,
+        )  # fmt: skip
         try:
-            mean_loss = train_epoch(model, bar, sampler, optimizer, negative_rng, config.loss)
+            mean_loss = train_epoch(
+                model, bar, sampler, optimizer, negative_rng, config.loss, world
+            )
         except FloatingPointError as error:
             raise FloatingPointError(f"{stage}: epoch {epoch}, {error}") from None
 
@@ -105,8 +115,9 @@ def fit(
                         time.perf_counter() - epoch_started)  # fmt: skip
             continue
         valid = score_sampled(
-            model, dataset, "valid", batch_size=config.eval_batch_size, device=device
-        ).metrics
+            model, dataset, "valid", batch_size=config.eval_batch_size, device=device,
+            world=world,
+        ).metrics  # fmt: skip
         score = valid[config.select_metric]
         if score > best_score:
             best_score, best.best_epoch, best.best_valid = score, epoch, valid
@@ -180,8 +191,11 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     loss_name: str = "bce",
+    world: World = SINGLE_PROCESS,
 ) -> float:
-    """One pass over ``batches``; returns the loss averaged over training steps.
+    """One pass over ``batches``; returns the loss averaged over training steps (of every
+    process, when ``world`` is distributed: each passes its own share of batches, and the
+    gradients are averaged before every step).
 
     ``bce`` draws one negative per step from ``sampler``; ``ce`` needs none.
 
@@ -204,11 +218,15 @@ def train_epoch(
             raise FloatingPointError(f"step {step}: loss became {loss.item()}; try a lower lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        world.average_gradients(model.parameters())
         optimizer.step()
 
         batch_steps = int((inputs != PAD_ID).sum())
         loss_sum += loss.item() * batch_steps
         n_steps += batch_steps
+    if world.is_distributed:
+        totals = world.sum_(torch.tensor([loss_sum, n_steps], dtype=torch.float64, device=device))
+        loss_sum, n_steps = totals[0].item(), int(totals[1].item())
     return loss_sum / max(n_steps, 1)
 
 

@@ -1,0 +1,258 @@
+"""Data-parallel training across processes and machines with ``torch.distributed``.
+
+``mrif train`` launched by ``torchrun`` trains one model in ``WORLD_SIZE`` processes. Every
+process holds the whole prepared dataset and a full copy of the model; each epoch's batches
+are dealt out round-robin, and after every backward pass the gradients are averaged across
+processes, so all copies take the same optimiser step and stay identical. Validation is split
+the same way and its scores gathered, so every process sees the same metrics and stops at the
+same epoch. Only the first process (rank 0) tests the model and writes the run directory.
+
+Choices, documented in the README:
+
+* ``batch_size`` is per process: one optimiser step sees ``world_size x batch_size`` users.
+  The learning rate is not rescaled.
+* When the epoch's batch count does not divide by the number of processes, the last round
+  wraps around to the epoch's first batches, so every process takes the same number of steps.
+* Each process draws its own training negatives and dropout masks, from a seed derived from
+  ``(seed, rank)``; rank 0 uses the run's seed itself.
+* CPU processes talk over gloo, GPU processes over NCCL, one GPU per process
+  (``LOCAL_RANK``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+COLLECTIVE_TIMEOUT = timedelta(hours=1)
+"""How long a process waits for the others at a collective, e.g. while the first process on
+its machine downloads and prepares the dataset."""
+
+LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+"""What ``torchrun`` sets for every process it starts."""
+
+
+class DistributedError(RuntimeError):
+    """The launch environment does not describe a usable process group."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the processes training one model.
+
+    The default is a single process, for which every collective is a no-op.
+    """
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # where collectives put their tensors: NCCL needs the GPU
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self.size > 1
+
+    def seed_for(self, seed: int) -> int:
+        """The seed of this process's own random draws: ``seed`` itself on rank 0."""
+        if self.rank == 0:
+            return seed
+        state = np.random.SeedSequence([seed, self.rank]).generate_state(1, np.uint64)
+        return int(state[0] >> np.uint64(1))  # torch seeds must fit a signed 64-bit int
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This process's share of ``items``, dealt round-robin; every process gets
+        ``ceil(len(items) / size)`` of them, the last round wrapping around to the start.
+
+        >>> [World(rank, 3).shard("abcdefg") for rank in range(3)]
+        [['a', 'd', 'g'], ['b', 'e', 'a'], ['c', 'f', 'b']]
+        """
+        if not self.is_distributed:
+            return list(items)
+        if not items:
+            return []
+        per_process = -(-len(items) // self.size)
+        return [items[(self.rank + i * self.size) % len(items)] for i in range(per_process)]
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Add ``tensor`` up across processes, in place; every process gets the same sum."""
+        if self.is_distributed:
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def sum_array(self, array: np.ndarray) -> np.ndarray:
+        """``sum_`` for a NumPy array; a new array when distributed."""
+        if not self.is_distributed:
+            return array
+        return self.sum_(torch.from_numpy(array).to(self.device)).cpu().numpy()
+
+    @contextmanager
+    def fail_together(self, what: str) -> Iterator[None]:
+        """Run ``what`` (checks, loading) on every process, then agree on the outcome: if it
+        failed anywhere, it fails everywhere, instead of leaving the others waiting at their
+        next collective. A process re-raises its own error; the others raise
+        ``DistributedError`` naming the failed ranks."""
+        error: Exception | None = None
+        ranks: list[int] = []
+        try:
+            yield
+        except Exception as caught:  # re-raised below, after the others have heard of it
+            error = caught
+        if self.is_distributed:
+            failed = torch.zeros(self.size, device=self.device)
+            failed[self.rank] = float(error is not None)
+            ranks = [rank for rank, flag in enumerate(self.sum_(failed).tolist()) if flag]
+        if error is not None:
+            raise error
+        if ranks:
+            raise DistributedError(
+                f"{what} failed on process {', '.join(map(str, ranks))}; see its error"
+            )
+
+    def check_same(self, what: str, value: str) -> None:
+        """Fail on every process unless all hold the same ``value`` (compared by digest)."""
+        if not self.is_distributed:
+            return
+        digest = hashlib.sha256(value.encode()).digest()
+        mine = torch.tensor(list(digest[:8]), dtype=torch.float64, device=self.device)
+        extremes = torch.cat([mine, -mine])  # the largest of both: the maximum and the minimum
+        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        if not torch.equal(extremes, torch.cat([mine, -mine])):
+            raise DistributedError(
+                f"the processes disagree on {what}: every machine must train on the same "
+                "prepared data with the same command"
+            )
+
+    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
+        """Replace each parameter's gradient by its mean over processes, in one collective.
+
+        A parameter gets a gradient if any process computed one (the others count zeros), so
+        the optimiser updates the same parameters everywhere.
+        """
+        if not self.is_distributed:
+            return
+        params = [p for p in parameters if p.requires_grad]
+        if not params:
+            return
+        device = params[0].device
+        pieces = [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
+        ]
+        present = torch.tensor(
+            [p.grad is not None for p in params], dtype=pieces[0].dtype, device=device
+        )
+        flat = self.sum_(torch.cat([*pieces, present]))
+        offset = 0
+        for param, has_grad in zip(params, flat[-len(params) :].tolist(), strict=True):
+            size = param.numel()
+            if has_grad:
+                param.grad = (flat[offset : offset + size] / self.size).view_as(param)
+            offset += size
+
+    def broadcast_parameters(self, module: torch.nn.Module) -> None:
+        """Give every process rank 0's parameters and buffers."""
+        if not self.is_distributed:
+            return
+        for tensor in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+    def barrier(self) -> None:
+        if self.is_distributed:
+            dist.barrier()
+
+    @contextmanager
+    def local_main_first(self) -> Iterator[None]:
+        """Run the body on each machine's first process before the others, so that a
+        download or preparation into the machine's cache happens once."""
+        if self.local_rank != 0:
+            self.barrier()
+        try:
+            yield
+        finally:
+            if self.local_rank == 0:
+                self.barrier()
+
+
+SINGLE_PROCESS = World()
+
+
+def launched_world_size() -> int:
+    """``WORLD_SIZE`` as set by ``torchrun``; 1 when this process was started alone."""
+    text = os.environ.get("WORLD_SIZE", "1")
+    try:
+        size = int(text)
+    except ValueError:
+        raise DistributedError(f"WORLD_SIZE must be a whole number; got {text!r}") from None
+    if size < 1:
+        raise DistributedError(f"WORLD_SIZE must be at least 1; got {size}")
+    return size
+
+
+def start(device: str) -> World:
+    """Join the process group that ``torchrun`` describes in the environment.
+
+    Returns ``SINGLE_PROCESS`` without touching ``torch.distributed`` when ``WORLD_SIZE`` is
+    unset or 1. On ``cuda`` each process takes GPU ``LOCAL_RANK`` and NCCL; on ``cpu``, gloo.
+
+    Raises:
+        DistributedError: a launch variable is missing or malformed, or there are fewer GPUs
+            on this machine than processes asking for one.
+    """
+    size = launched_world_size()
+    if size == 1:
+        return SINGLE_PROCESS
+    missing = [name for name in LAUNCH_VARIABLES if name not in os.environ]
+    if missing:
+        raise DistributedError(
+            f"WORLD_SIZE is {size} but these launch variables are not set: "
+            f"{', '.join(missing)}; launch with torchrun (see the README, 'Training on "
+            "several processes or machines')"
+        )
+    try:
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    except ValueError as error:
+        raise DistributedError(f"RANK and LOCAL_RANK must be whole numbers: {error}") from None
+    if device != "cuda":
+        if not dist.is_initialized():
+            dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+        return World(rank, size, local_rank, "cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise DistributedError(
+            f"process {rank} wants GPU {local_rank}, but this machine has "
+            f"{torch.cuda.device_count()}; start at most that many processes per machine"
+        )
+    gpu = torch.device("cuda", local_rank)
+    torch.cuda.set_device(gpu)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT, device_id=gpu)
+    return World(rank, size, local_rank, f"cuda:{local_rank}")
+
+
+def stop(world: World) -> None:
+    """Leave the process group ``start`` joined, if any."""
+    if world.is_distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+__all__ = [
+    "SINGLE_PROCESS",
+    "DistributedError",
+    "World",
+    "launched_world_size",
+    "start",
+    "stop",
+]

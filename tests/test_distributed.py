@@ -76,7 +76,8 @@ def _one_epoch(world: World, dataset_dir: str, model_name: str) -> dict[str, Any
     seed_everything(0)
     model = build_model(model_name, dataset.n_items, MODEL, dataset.n_users)
     examples, sampler = training_inputs(dataset, MODEL.max_len)
-    batches = world.shard(list(examples.batches(BATCH, np.random.default_rng(0))))
+    all_batches = list(examples.batches(BATCH, np.random.default_rng(0)))
+    batches = world.shard(all_batches, cost=lambda batch: batch.cells)
     negatives = torch.Generator().manual_seed(world.seed_for(0))
     optimizer = make_optimizer(model, 0.01)
     loss = train_epoch(model, batches, sampler, optimizer, negatives, "bce", world)
@@ -91,7 +92,7 @@ def _reference_epoch(dataset: PreparedDataset, model_name: str) -> dict[str, Any
     examples, sampler = training_inputs(dataset, MODEL.max_len)
     batches = list(examples.batches(BATCH, np.random.default_rng(0)))
     worlds = [World(rank, SIZE, rank) for rank in range(SIZE)]
-    shards = [world.shard(batches) for world in worlds]
+    shards = [world.shard(batches, cost=lambda batch: batch.cells) for world in worlds]
     generators = [torch.Generator().manual_seed(world.seed_for(0)) for world in worlds]
     optimizer = make_optimizer(model, 0.01)
     model.train()
@@ -221,6 +222,19 @@ def test_shards_cover_every_item_and_are_the_same_length() -> None:
     assert set().union(*shards) == set(items)
     assert SINGLE_PROCESS.shard(items) == items
     assert World(1, 4).shard([]) == []
+
+
+def test_each_step_pairs_batches_of_similar_cost() -> None:
+    rng = np.random.default_rng(0)
+    costs = rng.permutation(np.arange(20) * 10).tolist() + [5]  # 21 items: a short last round
+    shards = [World(rank, 2).shard(costs, cost=float) for rank in range(2)]
+    assert len(shards[0]) == len(shards[1]) == 11
+    assert set(shards[0]) | set(shards[1]) == set(costs)
+    steps = list(zip(*shards, strict=True))
+    # Sorted by cost, 0 5 10 20 ... 190 pair up as (0, 5), (10, 20), ... and 190 with itself.
+    assert sorted(abs(a - b) for a, b in steps) == [0, 5] + [10] * 9
+    first_seen = [min(costs.index(a), costs.index(b)) for a, b in steps]
+    assert first_seen == sorted(first_seen)  # rounds keep the epoch's shuffled order
 
 
 def test_each_rank_draws_from_its_own_seed() -> None:

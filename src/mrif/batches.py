@@ -48,6 +48,11 @@ class TrainingBatch:
     inputs: np.ndarray  # (B, L) left-padded
     positives: np.ndarray  # (B, L) the next item at each step, PAD where there is no example
 
+    @property
+    def cells(self) -> int:
+        """Padded steps, batch x length: what the batch costs to train."""
+        return int(self.inputs.size)
+
 
 class TrainingSequences:
     """Next-item examples of every user with at least two training items.

@@ -11,8 +11,9 @@ Choices, documented in the README:
 
 * ``batch_size`` is per process: one optimiser step sees ``world_size x batch_size`` users.
   The learning rate is not rescaled.
-* When the epoch's batch count does not divide by the number of processes, the last round
-  wraps around to the epoch's first batches, so every process takes the same number of steps.
+* Each step's batches (one per process) are of similar size, so no process waits long for
+  the others; when the epoch's batch count does not divide by the number of processes, the
+  last round repeats some of its batches, so every process takes the same number of steps.
 * Each process draws its own training negatives and dropout masks, from a seed derived from
   ``(seed, rank)``; rank 0 uses the run's seed itself.
 * CPU processes talk over gloo, GPU processes over NCCL, one GPU per process
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -74,19 +75,29 @@ class World:
         state = np.random.SeedSequence([seed, self.rank]).generate_state(1, np.uint64)
         return int(state[0] >> np.uint64(1))  # torch seeds must fit a signed 64-bit int
 
-    def shard(self, items: Sequence[T]) -> list[T]:
-        """This process's share of ``items``, dealt round-robin; every process gets
-        ``ceil(len(items) / size)`` of them, the last round wrapping around to the start.
+    def shard(self, items: Sequence[T], cost: Callable[[T], float] | None = None) -> list[T]:
+        """This process's share of ``items``: the ``rank``-th item of every round of ``size``
+        items, so every process gets ``ceil(len(items) / size)``; a short last round repeats
+        its own items.
+
+        Without ``cost`` a round is ``size`` consecutive items. With it, a round holds items of
+        similar cost, so that no process waits long for the others at the gradient exchange
+        that ends each step, and the rounds come in the order of their first item in
+        ``items``.
 
         >>> [World(rank, 3).shard("abcdefg") for rank in range(3)]
-        [['a', 'd', 'g'], ['b', 'e', 'a'], ['c', 'f', 'b']]
+        [['a', 'd', 'g'], ['b', 'e', 'g'], ['c', 'f', 'g']]
+        >>> [World(rank, 2).shard([5, 1, 6, 2], cost=float) for rank in range(2)]
+        [[5, 1], [6, 2]]
         """
         if not self.is_distributed:
             return list(items)
-        if not items:
-            return []
-        per_process = -(-len(items) // self.size)
-        return [items[(self.rank + i * self.size) % len(items)] for i in range(per_process)]
+        positions = list(range(len(items)))
+        if cost is not None:
+            positions.sort(key=lambda position: cost(items[position]))
+        rounds = [positions[i : i + self.size] for i in range(0, len(positions), self.size)]
+        rounds.sort(key=min)
+        return [items[members[self.rank % len(members)]] for members in rounds]
 
     def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Add ``tensor`` up across processes, in place; every process gets the same sum."""

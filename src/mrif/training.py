@@ -96,7 +96,7 @@ def fit(
         epoch_started = time.perf_counter()
         batches = examples.batches(config.batch_size, order_rng)
         if world.is_distributed:
-            batches = iter(world.shard(list(batches)))
+            batches = iter(world.shard(list(batches), cost=lambda batch: batch.cells))
         bar = tqdm(
             batches, total=n_batches, desc=f"{stage} {epoch}", leave=False,
             disable=not progress or not world.is_main,

@@ -20,12 +20,12 @@ import torch.multiprocessing as mp
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from mrif import PAD_ID
-from mrif.config import ModelConfig, TrainConfig
+from mrif.config import ModelConfig, RunConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
-from mrif.distributed import SINGLE_PROCESS, World, launched_world_size
+from mrif.distributed import SINGLE_PROCESS, DistributedError, World, launched_world_size, start
 from mrif.evaluation import score_sampled
 from mrif.models import build_model
-from mrif.runs import evaluate_run
+from mrif.runs import _training_fingerprint, evaluate_run
 from mrif.training import fit, make_optimizer, seed_everything, train_epoch, training_inputs
 
 MODEL = ModelConfig(dim=8, max_len=8, dropout=0.0)
@@ -198,10 +198,10 @@ def _failing_on_rank_1(world: World) -> dict[str, str]:
     except Exception as error:
         outcome["failed"] = f"{type(error).__name__}: {error}"
     try:
-        world.check_same("the settings", f"lr={0.001 * (1 + world.rank)}")
+        world.check_same({"train.lr": str(0.001 * (1 + world.rank)), "model.dim": "8"})
     except Exception as error:
         outcome["differ"] = f"{type(error).__name__}: {error}"
-    world.check_same("the settings", "lr=0.001")  # equal values pass
+    world.check_same({"train.lr": "0.001", "model.dim": "8"})  # equal values pass
     return outcome
 
 
@@ -212,7 +212,24 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
         "DistributedError: checking the run failed on process 1; see its error"
     )
     for outcome in (first, second):
-        assert outcome["differ"].startswith("DistributedError: the processes disagree on the")
+        assert outcome["differ"].startswith("DistributedError: the processes disagree on train.lr:")
+
+
+def test_processes_must_share_what_changes_the_result(tiny_dataset: PreparedDataset) -> None:
+    def fingerprint(pretrained: bool = False, **train: object) -> dict[str, str]:
+        config = RunConfig().with_overrides({}, train)
+        record = {"model": "mrif-attn", "config": config.to_dict()}
+        return _training_fingerprint(record, tiny_dataset, pretrained)
+
+    base = fingerprint()
+    assert base["data source sha256"] == tiny_dataset.meta["source"]["sha256"]
+    source = tiny_dataset.meta["source"]["path"]
+    assert not any(source in value for value in base.values())  # machines keep data anywhere
+    assert fingerprint(threads=4) == fingerprint(item_chunk=7) == base  # speed only
+    changed = {"lr": 0.01, "eval_batch_size": 7, "seed": 3}  # the validation split needs 7 too
+    for key, value in changed.items():
+        assert [k for k in base if fingerprint(**{key: value})[k] != base[k]] == [f"train.{key}"]
+    assert [k for k in base if fingerprint(pretrained=True)[k] != base[k]] == ["--pretrained given"]
 
 
 def test_shards_cover_every_item_and_are_the_same_length() -> None:
@@ -295,3 +312,13 @@ def test_torchrun_trains_one_run_on_two_processes(tmp_path: Path, tiny_dataset_d
     assert done.stderr.count("training mrif-attn on") == 1  # the other rank logs warnings only
     assert sorted(p.name for p in out.parent.iterdir()) == ["mrif"]  # no half-written runs
     assert evaluate_run(out) == metrics["test"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without")
+def test_cuda_without_a_gpu_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    launched = {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}
+    for name, value in {**launched, "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DistributedError, match="torch sees no CUDA device; pass --device cpu"):
+        start("cuda")
+    assert not dist.is_initialized()

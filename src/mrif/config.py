@@ -206,6 +206,10 @@ class RunConfig:
         return RunConfig.from_dict(merged, source="flags")
 
 
+SPEED_ONLY = {("train", "threads"), ("train", "eval_batch_size"), ("train", "item_chunk")}
+"""Settings that change how fast a run goes; what it computes stays equal up to floating-point
+rounding."""
+
 BEFORE_FIELD_EXISTED: dict[tuple[str, str], Any] = {("train", "valid_every"): 1}
 """How runs recorded before a field existed behaved, where that is not today's default."""
 

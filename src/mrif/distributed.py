@@ -134,18 +134,25 @@ class World:
                 f"{what} failed on process {', '.join(map(str, ranks))}; see its error"
             )
 
-    def check_same(self, what: str, value: str) -> None:
-        """Fail on every process unless all hold the same ``value`` (compared by digest)."""
+    def check_same(self, values: dict[str, str]) -> None:
+        """Fail on every process unless all hold the same value under every key; the error
+        names the keys whose values differ (compared by a 48-bit digest of each)."""
         if not self.is_distributed:
             return
-        digest = hashlib.sha256(value.encode()).digest()
-        mine = torch.tensor(list(digest[:8]), dtype=torch.float64, device=self.device)
-        extremes = torch.cat([mine, -mine])  # the largest of both: the maximum and the minimum
+        keys = sorted(values)
+        digests = [
+            float(int.from_bytes(hashlib.sha256(values[key].encode()).digest()[:6], "big"))
+            for key in keys
+        ]  # 48 bits: exact in float64, which every backend reduces
+        mine = torch.tensor(digests + [-d for d in digests], dtype=torch.float64)
+        extremes = mine.to(self.device, copy=True)  # the largest of both halves: max and min
         dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
-        if not torch.equal(extremes, torch.cat([mine, -mine])):
+        differ = (extremes.cpu() != mine)[: len(keys)] | (extremes.cpu() != mine)[len(keys) :]
+        names = [key for key, bad in zip(keys, differ.tolist(), strict=True) if bad]
+        if names:
             raise DistributedError(
-                f"the processes disagree on {what}: every machine must train on the same "
-                "prepared data with the same command"
+                f"the processes disagree on {', '.join(names)}: every machine must train on "
+                "the same prepared data with the same command"
             )
 
     def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
@@ -241,6 +248,8 @@ def start(device: str) -> World:
         if not dist.is_initialized():
             dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
         return World(rank, size, local_rank, "cpu")
+    if not torch.cuda.is_available():
+        raise DistributedError("device is 'cuda' but torch sees no CUDA device; pass --device cpu")
     if local_rank >= torch.cuda.device_count():
         raise DistributedError(
             f"process {rank} wants GPU {local_rank}, but this machine has "

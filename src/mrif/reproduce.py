@@ -24,7 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from mrif.config import RunConfig, recorded_setting
+from mrif.config import SPEED_ONLY, RunConfig, recorded_setting
 from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.registry import resolve_dataset
 from mrif.interrupts import raise_keyboard_interrupt
@@ -139,11 +139,6 @@ def reproduce(
     return paths
 
 
-SPEED_ONLY = {("train", "threads"), ("train", "eval_batch_size"), ("train", "item_chunk")}
-"""Settings that change how fast a run goes; what it computes stays equal up to floating-point
-rounding, so a finished run is reused whatever they were."""
-
-
 def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     """True if ``run.out_dir`` holds this exact run finished; an error if it holds another."""
     if not (run.out_dir / "metrics.json").exists():
@@ -155,7 +150,7 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
         f"{section}.{key}"
         for section in ("model", "train")
         for key in ours[section]
-        if (section, key) not in SPEED_ONLY
+        if (section, key) not in SPEED_ONLY  # a finished run is reused whatever they were
         and recorded_setting(theirs, section, key) != ours[section][key]
     ]
     if record.get("model") != run.model:

@@ -22,7 +22,7 @@ import polars as pl
 import torch
 
 from mrif import __version__
-from mrif.config import RunConfig, TrainConfig
+from mrif.config import SPEED_ONLY, RunConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
 from mrif.data.registry import resolve_dataset
 from mrif.distributed import SINGLE_PROCESS, World
@@ -49,6 +49,9 @@ from mrif.run_dir import (
 from mrif.training import FitResult, check_loss, evaluate_untrained, fit, seed_everything
 
 logger = logging.getLogger(__name__)
+
+DISTRIBUTED_MAY_DIFFER = SPEED_ONLY - {("train", "eval_batch_size")}
+"""Settings the processes of one distributed run may set differently (``mrif.distributed``)."""
 
 LOSS_DESCRIPTIONS = {
     "bce": "bce (one sampled negative per step)",
@@ -151,7 +154,7 @@ def _train_run(
         check_data_seed(dataset, data_seed)
         check_trainable(dataset)
     record = _run_record(model_name, data, dataset, config)
-    world.check_same("the dataset and the run's settings", _training_fingerprint(record, dataset))
+    world.check_same(_training_fingerprint(record, dataset, pretrained is not None))
     record["pretrained"] = None if pretrained is None else str(Path(pretrained).resolve())
     write_json(out_dir / "config.json", record)
     for id_file in ID_FILES:
@@ -373,13 +376,26 @@ def _dataset_record(data: str, dataset: PreparedDataset) -> dict[str, Any]:
     }
 
 
-def _training_fingerprint(record: dict[str, Any], dataset: PreparedDataset) -> str:
-    """What every process of a distributed run must share: model, settings and the prepared
-    data (its counts, recipe and source checksum; not where each machine keeps it)."""
-    meta = {key: value for key, value in dataset.meta.items() if key != "source"}
-    meta["source_sha256"] = dataset.meta.get("source", {}).get("sha256")
-    shared = {"model": record["model"], "config": record["config"], "data": meta}
-    return json.dumps(shared, sort_keys=True, default=str)
+def _training_fingerprint(
+    record: dict[str, Any], dataset: PreparedDataset, pretrained: bool
+) -> dict[str, str]:
+    """What every process of a distributed run must share, by name: the model, each setting
+    that changes what is computed (threads and the full-ranking chunk may differ; the
+    validation batch may not, since processes split validation by batches), whether a
+    pre-trained run is given (rank 0's weights reach the others) and the prepared data (its
+    counts, recipe and source checksum; not where each machine keeps it)."""
+    config = record["config"]
+    shared = {"model": record["model"], "--pretrained given": str(pretrained)}
+    for section in ("model", "train"):
+        for key, value in config[section].items():
+            if (section, key) not in DISTRIBUTED_MAY_DIFFER:
+                shared[f"{section}.{key}"] = json.dumps(value)
+    meta = dataset.meta
+    for key, value in meta.items():
+        if key != "source":
+            shared[f"data {key}"] = json.dumps(value, sort_keys=True)
+    shared["data source sha256"] = str(meta.get("source", {}).get("sha256"))
+    return shared
 
 
 def _environment(device: str, world: World = SINGLE_PROCESS) -> dict[str, Any]:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -230,6 +233,33 @@ def test_processes_must_share_what_changes_the_result(tiny_dataset: PreparedData
     for key, value in changed.items():
         assert [k for k in base if fingerprint(**{key: value})[k] != base[k]] == [f"train.{key}"]
     assert [k for k in base if fingerprint(pretrained=True)[k] != base[k]] == ["--pretrained given"]
+
+
+def _interrupted_while_waiting(world: World, tmp: str) -> bool | None:
+    """Rank 0 waits at a barrier that rank 1 never reaches unless rank 0 stays stuck; Ctrl-C
+    arrives while it waits. Returns, on rank 0, whether it stopped before rank 1 gave in."""
+    go, released = Path(tmp, "go"), Path(tmp, "released")
+    if world.rank == 1:
+        for _ in range(400):  # up to 20 s for rank 0 to give up waiting
+            if go.exists():
+                return None
+            time.sleep(0.05)
+        released.touch()  # rank 0 is stuck: let it through so that the test ends
+        world.barrier()
+        return None
+    threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+    try:
+        world.barrier()
+    except KeyboardInterrupt:
+        stopped_early = not released.exists()
+        go.touch()
+        return stopped_early
+    return False
+
+
+def test_ctrl_c_stops_a_process_waiting_for_the_others(tmp_path: Path) -> None:
+    results = run_in_processes(_interrupted_while_waiting, tmp_path, str(tmp_path))
+    assert results[0] is True
 
 
 def test_shards_cover_every_item_and_are_the_same_length() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,6 +106,12 @@ class World:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def _agree(self, tensor: torch.Tensor, op: dist.ReduceOp.RedOpType) -> torch.Tensor:
+        """An all-reduce for the coordination points, where one process may wait long for
+        another (still preparing data, say): interruptible while it waits."""
+        _wait_interruptibly(dist.all_reduce(tensor, op=op, async_op=True))
+        return tensor
+
     def sum_array(self, array: np.ndarray) -> np.ndarray:
         """``sum_`` for a NumPy array; a new array when distributed."""
         if not self.is_distributed:
@@ -126,7 +133,8 @@ class World:
         if self.is_distributed:
             failed = torch.zeros(self.size, device=self.device)
             failed[self.rank] = float(error is not None)
-            ranks = [rank for rank, flag in enumerate(self.sum_(failed).tolist()) if flag]
+            flags = self._agree(failed, dist.ReduceOp.SUM).tolist()
+            ranks = [rank for rank, flag in enumerate(flags) if flag]
         if error is not None:
             raise error
         if ranks:
@@ -146,7 +154,7 @@ class World:
         ]  # 48 bits: exact in float64, which every backend reduces
         mine = torch.tensor(digests + [-d for d in digests], dtype=torch.float64)
         extremes = mine.to(self.device, copy=True)  # the largest of both halves: max and min
-        dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
+        self._agree(extremes, dist.ReduceOp.MAX)
         differ = (extremes.cpu() != mine)[: len(keys)] | (extremes.cpu() != mine)[len(keys) :]
         names = [key for key, bad in zip(keys, differ.tolist(), strict=True) if bad]
         if names:
@@ -190,7 +198,7 @@ class World:
 
     def barrier(self) -> None:
         if self.is_distributed:
-            dist.barrier()
+            _wait_interruptibly(dist.barrier(async_op=True))
 
     @contextmanager
     def local_main_first(self) -> Iterator[None]:
@@ -206,6 +214,20 @@ class World:
 
 
 SINGLE_PROCESS = World()
+
+POLL_SECONDS = 0.05
+"""How often a process waiting at a coordination point lets Python handle signals."""
+
+
+def _wait_interruptibly(work: dist.Work | None) -> None:
+    """Wait for an asynchronous collective in short sleeps. A blocking wait inside torch
+    defers Python's signal handlers, so Ctrl-C or SIGTERM (``mrif.interrupts``) would not
+    stop a process, nor clean up its run, until the others arrived."""
+    if work is None:
+        return
+    while not work.is_completed():
+        time.sleep(POLL_SECONDS)
+    work.wait()  # raises what the collective failed with, if anything
 
 
 def launched_world_size() -> int:

@@ -1,11 +1,14 @@
 """Data-parallel training across processes and machines with ``torch.distributed``.
 
 ``mrif train`` launched by ``torchrun`` trains one model in ``WORLD_SIZE`` processes. Every
-process holds the whole prepared dataset and a full copy of the model; each epoch's batches
-are dealt out round-robin, and after every backward pass the gradients are averaged across
-processes, so all copies take the same optimiser step and stay identical. Validation is split
-the same way and its scores gathered, so every process sees the same metrics and stops at the
-same epoch. Only the first process (rank 0) tests the model and writes the run directory.
+process holds the whole prepared dataset and a full copy of the model; each step gives every
+process one of the epoch's batches, and after every backward pass the gradients are averaged
+across processes, so all copies take the same optimiser step and stay identical. Validation
+batches are split over the processes and their scores gathered, so every process sees the same
+metrics and stops at the same epoch. Only the first process (rank 0) tests the model and
+writes the run directory. Before training, the processes agree on their checks
+(``World.fail_together``) and on the data and settings (``World.check_same``), so that a
+mistake on one machine stops all of them with its reason instead of a hang.
 
 Choices, documented in the README:
 

@@ -3,7 +3,7 @@
 Run by hand (not part of the tests) and record the output in ``benchmarks/RESULTS.md``:
 
     python benchmarks/bench_distributed.py --data amazon-beauty --model sasrec \\
-        --epochs 5 --processes 1 2 --out /tmp/bench-dp
+        --epochs 4 --processes 1 2 --out /tmp/bench-dp
 
 Each setting trains the same model for exactly ``--epochs`` epochs (validated once, after the
 last), with ``--threads`` torch threads in total: one process gets all of them, ``P``

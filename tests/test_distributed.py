@@ -76,8 +76,9 @@ def test_gradients_are_averaged_and_a_gradient_on_any_rank_counts(tmp_path: Path
 
 def _one_epoch(world: World, dataset_dir: str, model_name: str) -> dict[str, Any]:
     dataset = PreparedDataset.load(Path(dataset_dir))
-    seed_everything(0)
+    seed_everything(world.rank)  # other initial weights on rank 1: the broadcast must fix it
     model = build_model(model_name, dataset.n_items, MODEL, dataset.n_users)
+    world.broadcast_parameters(model)
     examples, sampler = training_inputs(dataset, MODEL.max_len)
     all_batches = list(examples.batches(BATCH, np.random.default_rng(0)))
     batches = world.shard(all_batches, cost=lambda batch: batch.cells)
@@ -137,7 +138,7 @@ def test_a_distributed_epoch_takes_the_steps_of_averaged_gradients(
 
 def _fit(world: World, dataset_dir: str) -> dict[str, Any]:
     dataset = PreparedDataset.load(Path(dataset_dir))
-    seed_everything(0)
+    seed_everything(world.rank)  # fit starts from rank 0's weights everywhere
     model = build_model("sasrec", dataset.n_items, ModelConfig(dim=8, max_len=8))
     config = TrainConfig(
         epochs=6, patience=2, valid_every=1, lr=0.05, batch_size=BATCH, eval_batch_size=8
@@ -192,6 +193,27 @@ def test_distributed_fit_shares_the_work_and_keeps_ranks_identical(
     assert first["again"] == second["again"] == alone
 
 
+def _nan_on_rank_1(world: World, dataset_dir: str) -> str:
+    dataset = PreparedDataset.load(Path(dataset_dir))
+    model = build_model("sasrec", dataset.n_items, MODEL)
+    if world.rank == 1:
+        real_loss = model.loss
+        model.loss = lambda *args: real_loss(*args) * float("nan")  # type: ignore[method-assign]
+    try:
+        fit(model, dataset, TrainConfig(epochs=2, batch_size=BATCH), world=world)
+    except FloatingPointError as error:
+        return str(error)
+    return "trained"
+
+
+def test_a_non_finite_loss_on_one_process_stops_every_process(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    results = run_in_processes(_nan_on_rank_1, tmp_path, str(tiny_dataset_dir))
+    expected = "train: epoch 1, step 1: loss became non-finite on 1 of 2 processes; try a lower lr"
+    assert results == [expected, expected]
+
+
 def _failing_on_rank_1(world: World) -> dict[str, str]:
     outcome = {}
     try:
@@ -221,7 +243,7 @@ def test_a_failure_on_one_process_stops_every_process(tmp_path: Path) -> None:
 def test_processes_must_share_what_changes_the_result(tiny_dataset: PreparedDataset) -> None:
     def fingerprint(pretrained: bool = False, **train: object) -> dict[str, str]:
         config = RunConfig().with_overrides({}, train)
-        record = {"model": "mrif-attn", "config": config.to_dict()}
+        record = {"model": "mrif-attn", "config": config.to_dict(), "mrif_version": "0.1.0"}
         return _training_fingerprint(record, tiny_dataset, pretrained)
 
     base = fingerprint()
@@ -278,8 +300,10 @@ def test_each_step_pairs_batches_of_similar_cost() -> None:
     assert len(shards[0]) == len(shards[1]) == 11
     assert set(shards[0]) | set(shards[1]) == set(costs)
     steps = list(zip(*shards, strict=True))
-    # Sorted by cost, 0 5 10 20 ... 190 pair up as (0, 5), (10, 20), ... and 190 with itself.
+    # From the dearest, 190 180 ... 10 5 0 pair up as (190, 180), ..., (10, 5), and the
+    # cheapest, 0, fills the short round on both processes.
     assert sorted(abs(a - b) for a, b in steps) == [0, 5] + [10] * 9
+    assert (0, 0) in steps
     first_seen = [min(costs.index(a), costs.index(b)) for a, b in steps]
     assert first_seen == sorted(first_seen)  # rounds keep the epoch's shuffled order
 

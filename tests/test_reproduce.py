@@ -267,3 +267,16 @@ def test_workers_do_not_load_the_report_statistics() -> None:
     ).stdout
     assert "'torch'" in loaded
     assert "'scipy'" not in loaded and "'matplotlib'" not in loaded
+
+
+def test_a_data_parallel_run_is_not_reused_as_a_one_process_run(
+    tiny_dataset_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "repro"
+    assert reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
+    metrics_path = out / "runs" / "pop-s0" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["environment"]["processes"] = 2  # as mrif train under torchrun records it
+    metrics_path.write_text(json.dumps(metrics))
+    with pytest.raises(RunError, match=r"differs in processes \(a data-parallel run\)"):
+        reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())

@@ -16,7 +16,8 @@ Choices, documented in the README:
   The learning rate is not rescaled.
 * Each step's batches (one per process) are of similar size, so no process waits long for
   the others; when the epoch's batch count does not divide by the number of processes, the
-  last round repeats some of its batches, so every process takes the same number of steps.
+  round of the smallest batches repeats some of them, so every process takes the same number
+  of steps.
 * Each process draws its own training negatives and dropout masks, from a seed derived from
   ``(seed, rank)``; rank 0 uses the run's seed itself.
 * CPU processes talk over gloo, GPU processes over NCCL, one GPU per process
@@ -86,19 +87,19 @@ class World:
 
         Without ``cost`` a round is ``size`` consecutive items. With it, a round holds items of
         similar cost, so that no process waits long for the others at the gradient exchange
-        that ends each step, and the rounds come in the order of their first item in
-        ``items``.
+        that ends each step; the short round is the cheapest, and the rounds come in the order
+        of their first item in ``items``.
 
         >>> [World(rank, 3).shard("abcdefg") for rank in range(3)]
         [['a', 'd', 'g'], ['b', 'e', 'g'], ['c', 'f', 'g']]
-        >>> [World(rank, 2).shard([5, 1, 6, 2], cost=float) for rank in range(2)]
-        [[5, 1], [6, 2]]
+        >>> [World(rank, 2).shard([5, 1, 6, 2, 0], cost=float) for rank in range(2)]
+        [[6, 2, 0], [5, 1, 0]]
         """
         if not self.is_distributed:
             return list(items)
         positions = list(range(len(items)))
-        if cost is not None:
-            positions.sort(key=lambda position: cost(items[position]))
+        if cost is not None:  # the dearest first, so that the short round is the cheapest
+            positions.sort(key=lambda position: cost(items[position]), reverse=True)
         rounds = [positions[i : i + self.size] for i in range(0, len(positions), self.size)]
         rounds.sort(key=min)
         return [items[members[self.rank % len(members)]] for members in rounds]
@@ -166,31 +167,35 @@ class World:
                 "the same prepared data with the same command"
             )
 
-    def average_gradients(self, parameters: Iterable[torch.nn.Parameter]) -> None:
-        """Replace each parameter's gradient by its mean over processes, in one collective.
+    def average_gradients(
+        self, parameters: Iterable[torch.nn.Parameter], loss_is_finite: bool = True
+    ) -> int:
+        """Replace each parameter's gradient by its mean over processes, in one collective,
+        and return how many processes had a non-finite loss (0 on a single process).
 
         A parameter gets a gradient if any process computed one (the others count zeros), so
         the optimiser updates the same parameters everywhere.
         """
         if not self.is_distributed:
-            return
+            return 0
         params = [p for p in parameters if p.requires_grad]
         if not params:
-            return
+            return 0
         device = params[0].device
         pieces = [
             (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
         ]
-        present = torch.tensor(
-            [p.grad is not None for p in params], dtype=pieces[0].dtype, device=device
-        )
-        flat = self.sum_(torch.cat([*pieces, present]))
+        flags = [float(p.grad is not None) for p in params] + [float(not loss_is_finite)]
+        flat = torch.cat([*pieces, torch.tensor(flags, dtype=pieces[0].dtype, device=device)])
+        self.sum_(flat)
+        *has_grads, n_failed = flat[-len(flags) :].tolist()
         offset = 0
-        for param, has_grad in zip(params, flat[-len(params) :].tolist(), strict=True):
+        for param, has_grad in zip(params, has_grads, strict=True):
             size = param.numel()
             if has_grad:
                 param.grad = (flat[offset : offset + size] / self.size).view_as(param)
             offset += size
+        return int(n_failed)
 
     def broadcast_parameters(self, module: torch.nn.Module) -> None:
         """Give every process rank 0's parameters and buffers."""

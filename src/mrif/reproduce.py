@@ -155,6 +155,9 @@ def _reusable(run: PlannedRun, config: RunConfig, dataset_dir: Path) -> bool:
     ]
     if record.get("model") != run.model:
         differences.insert(0, "model")
+    metrics = json.loads((run.out_dir / "metrics.json").read_text())
+    if metrics.get("environment", {}).get("processes", 1) != 1:
+        differences.append("processes (a data-parallel run)")
     their_dataset = record.get("dataset", {})
     if their_dataset.get("path") != str(dataset_dir.resolve()):
         differences.insert(0, "dataset")

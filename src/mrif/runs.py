@@ -379,13 +379,19 @@ def _dataset_record(data: str, dataset: PreparedDataset) -> dict[str, Any]:
 def _training_fingerprint(
     record: dict[str, Any], dataset: PreparedDataset, pretrained: bool
 ) -> dict[str, str]:
-    """What every process of a distributed run must share, by name: the model, each setting
-    that changes what is computed (threads and the full-ranking chunk may differ; the
-    validation batch may not, since processes split validation by batches), whether a
-    pre-trained run is given (rank 0's weights reach the others) and the prepared data (its
-    counts, recipe and source checksum; not where each machine keeps it)."""
+    """What every process of a distributed run must share, by name: the software, the model,
+    each setting that changes what is computed (threads and the full-ranking chunk may
+    differ; the validation batch may not, since processes split validation by batches),
+    whether a pre-trained run is given (with it, no process runs the pre-training stage) and
+    the prepared data (its counts, recipe and source checksum; not where each machine keeps
+    it)."""
     config = record["config"]
-    shared = {"model": record["model"], "--pretrained given": str(pretrained)}
+    shared = {
+        "mrif version": record["mrif_version"],
+        "torch version": torch.__version__,
+        "model": record["model"],
+        "--pretrained given": str(pretrained),
+    }
     for section in ("model", "train"):
         for key, value in config[section].items():
             if (section, key) not in DISTRIBUTED_MAY_DIFFER:

@@ -214,11 +214,18 @@ def train_epoch(
         else:
             negatives = sampler.sample(users, inputs.shape[1], generator)
             loss = model.loss(inputs, positives, negatives, users.to(device))
-        if not torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if not finite and not world.is_distributed:
             raise FloatingPointError(f"step {step}: loss became {loss.item()}; try a lower lr")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        world.average_gradients(model.parameters())
+        # Every process hears of a non-finite loss anywhere, and all stop at the same step.
+        n_failed = world.average_gradients(model.parameters(), loss_is_finite=finite)
+        if n_failed:
+            raise FloatingPointError(
+                f"step {step}: loss became non-finite on {n_failed} of {world.size} "
+                "processes; try a lower lr"
+            )
         optimizer.step()
 
         batch_steps = int((inputs != PAD_ID).sum())

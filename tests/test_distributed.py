@@ -7,6 +7,7 @@ import json
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -366,6 +367,37 @@ def test_torchrun_trains_one_run_on_two_processes(tmp_path: Path, tiny_dataset_d
     assert done.stderr.count("training mrif-attn on") == 1  # the other rank logs warnings only
     assert sorted(p.name for p in out.parent.iterdir()) == ["mrif"]  # no half-written runs
     assert evaluate_run(out) == metrics["test"]
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_machines_with_different_settings_are_refused(
+    tmp_path: Path, tiny_dataset_dir: Path
+) -> None:
+    """Two torchrun "machines" on loopback, the second given another learning rate."""
+    port = _free_loopback_port()
+    out = tmp_path / "runs" / "sasrec"
+
+    def machine(rank: int, *flags: str) -> subprocess.Popen:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+            "--nproc-per-node", "1", "--node-rank", str(rank), "--rdzv-backend", "c10d",
+            "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "mrif", "train",
+            "--data", str(tiny_dataset_dir), "--model", "sasrec", "--out", str(out),
+            "--dim", "8", "--max-len", "8", "--epochs", "2", *flags,
+        ]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    machines = [machine(0), machine(1, "--lr", "0.01")]
+    outcomes = [process.communicate(timeout=300) for process in machines]
+    for process, (_, stderr) in zip(machines, outcomes, strict=True):
+        assert process.returncode != 0
+        assert "mrif: error: the processes disagree on train.lr: every machine" in stderr
+    assert not out.parent.exists() or not any(out.parent.iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without")

@@ -6,7 +6,10 @@ import csv
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -23,6 +26,14 @@ from mrif.runs import RunError
 
 FAST = ["--dim", "8", "--max-len", "8", "--epochs", "2", "--quiet"]
 MODELS = "pop,gru4rec,sasrec,mrif-attn"  # table order
+
+
+@contextmanager
+def edited_json(path: Path) -> Iterator[dict[str, Any]]:
+    """A finished run's JSON file, loaded for the body to change and written back after."""
+    content = json.loads(path.read_text())
+    yield content
+    path.write_text(json.dumps(content))
 
 
 def fast_config(epochs: int = 2) -> RunConfig:
@@ -138,11 +149,9 @@ def test_a_run_recorded_before_valid_every_existed_validated_every_epoch(
     out = tmp_path / "repro"
     config = fast_config()
     assert reproduce(str(tiny_dataset_dir), ["gru4rec"], [0], out, config)
-    record_path = out / "runs" / "gru4rec-s0" / "config.json"
-    record = json.loads(record_path.read_text())
-    del record["config"]["train"]["valid_every"]  # as written before the field existed
-    record["config"]["train"]["eval_batch_size"] = 7  # speed only: never a reason to retrain
-    record_path.write_text(json.dumps(record))
+    with edited_json(out / "runs" / "gru4rec-s0" / "config.json") as record:
+        del record["config"]["train"]["valid_every"]  # as written before the field existed
+        record["config"]["train"]["eval_batch_size"] = 7  # speed only: never a reason to retrain
     with pytest.raises(RunError, match=r"differs in train\.valid_every; "):
         reproduce(str(tiny_dataset_dir), ["gru4rec"], [0], out, config)
     every_epoch = config.with_overrides({}, {"valid_every": 1})
@@ -154,10 +163,8 @@ def test_a_finished_run_on_an_older_dataset_format_is_refused(
 ) -> None:
     out = tmp_path / "repro"
     assert reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
-    record_path = out / "runs" / "pop-s0" / "config.json"
-    record = json.loads(record_path.read_text())
-    del record["dataset"]["format_version"]  # as written before the field existed
-    record_path.write_text(json.dumps(record))
+    with edited_json(out / "runs" / "pop-s0" / "config.json") as record:
+        del record["dataset"]["format_version"]  # as written before the field existed
     with pytest.raises(RunError, match=r"differs in dataset format_version"):
         reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
 
@@ -274,9 +281,7 @@ def test_a_data_parallel_run_is_not_reused_as_a_one_process_run(
 ) -> None:
     out = tmp_path / "repro"
     assert reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())
-    metrics_path = out / "runs" / "pop-s0" / "metrics.json"
-    metrics = json.loads(metrics_path.read_text())
-    metrics["environment"]["processes"] = 2  # as mrif train under torchrun records it
-    metrics_path.write_text(json.dumps(metrics))
+    with edited_json(out / "runs" / "pop-s0" / "metrics.json") as metrics:
+        metrics["environment"]["processes"] = 2  # as mrif train under torchrun records it
     with pytest.raises(RunError, match=r"differs in processes \(a data-parallel run\)"):
         reproduce(str(tiny_dataset_dir), ["pop"], [0], out, fast_config())

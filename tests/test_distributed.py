@@ -26,7 +26,15 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from mrif import PAD_ID
 from mrif.config import ModelConfig, RunConfig, TrainConfig
 from mrif.data.dataset import PreparedDataset
-from mrif.distributed import SINGLE_PROCESS, DistributedError, World, launched_world_size, start
+from mrif.distributed import (
+    SINGLE_PROCESS,
+    DistributedError,
+    World,
+    _join_group,
+    launched_world_size,
+    start,
+    stop,
+)
 from mrif.evaluation import score_sampled
 from mrif.models import build_model
 from mrif.runs import _training_fingerprint, evaluate_run
@@ -46,14 +54,36 @@ def run_in_processes(worker: Callable[..., Any], tmp_path: Path, *args: Any) -> 
 
 def _process_entry(rank: int, worker: Callable[..., Any], tmp: str, args: tuple) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=SIZE
-    )
+    _join_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=SIZE)
+    world = World(rank, SIZE, rank)
     try:
-        result = worker(World(rank, SIZE, rank), *args)
+        result = worker(world, *args)
         Path(tmp, f"rank{rank}.pkl").write_bytes(pickle.dumps(result))
     finally:
-        dist.destroy_process_group()
+        stop(world)  # a no-op if the worker left the group itself
+
+
+def _gloo_threads() -> int:
+    tasks = Path("/proc/self/task")
+    return sum((task / "comm").read_text().startswith("pt_gloo") for task in tasks.iterdir())
+
+
+def _step_then_leave(world: World) -> tuple[int, int]:
+    model = torch.nn.Linear(3, 1)
+    model(torch.ones(2, 3)).sum().backward()
+    world.average_gradients(model.parameters())
+    make_optimizer(model, 0.01).step()  # the first step imports torch._dynamo
+    while_joined = _gloo_threads()
+    stop(world)
+    return while_joined, _gloo_threads()
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_leaving_the_group_after_training_ends_its_threads(tmp_path: Path) -> None:
+    """Threads left running abort the process at exit, now and then, after a good run."""
+    for while_joined, after_leaving in run_in_processes(_step_then_leave, tmp_path):
+        assert while_joined > 0
+        assert after_leaving == 0
 
 
 def _gradients_of_rank(world: World) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -276,7 +276,7 @@ def start(device: str) -> World:
         raise DistributedError(f"RANK and LOCAL_RANK must be whole numbers: {error}") from None
     if device != "cuda":
         if not dist.is_initialized():
-            dist.init_process_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)
+            _join_group("gloo")
         return World(rank, size, local_rank, "cpu")
     if not torch.cuda.is_available():
         raise DistributedError("device is 'cuda' but torch sees no CUDA device; pass --device cpu")
@@ -288,8 +288,23 @@ def start(device: str) -> World:
     gpu = torch.device("cuda", local_rank)
     torch.cuda.set_device(gpu)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl", timeout=COLLECTIVE_TIMEOUT, device_id=gpu)
+        _join_group("nccl", device_id=gpu)
     return World(rank, size, local_rank, f"cuda:{local_rank}")
+
+
+def _join_group(backend: str, **options: Any) -> None:
+    """``dist.init_process_group`` with ``COLLECTIVE_TIMEOUT``, made safe to leave.
+
+    ``torch.distributed._shard``, imported by ``torch._dynamo``, which the first optimiser
+    step imports, takes references to the process group that exists when it is imported.
+    ``destroy_process_group`` then cannot free the group, whose gloo threads live on into
+    interpreter shutdown and, releasing a tensor there, abort the process now and then
+    ("terminate called without an active exception"). Imported before the group exists,
+    it holds nothing.
+    """
+    import torch._dynamo  # noqa: F401
+
+    dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT, **options)
 
 
 def stop(world: World) -> None:

@@ -64,8 +64,13 @@ def _process_entry(rank: int, worker: Callable[..., Any], tmp: str, args: tuple)
 
 
 def _gloo_threads() -> int:
-    tasks = Path("/proc/self/task")
-    return sum((task / "comm").read_text().startswith("pt_gloo") for task in tasks.iterdir())
+    names = []
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            names.append((task / "comm").read_text())
+        except FileNotFoundError:  # a thread that ended while we looked
+            continue
+    return sum(name.startswith("pt_gloo") for name in names)
 
 
 def _step_then_leave(world: World) -> tuple[int, int]:

@@ -159,7 +159,8 @@ class World:
         mine = torch.tensor(digests + [-d for d in digests], dtype=torch.float64)
         extremes = mine.to(self.device, copy=True)  # the largest of both halves: max and min
         self._agree(extremes, dist.ReduceOp.MAX)
-        differ = (extremes.cpu() != mine)[: len(keys)] | (extremes.cpu() != mine)[len(keys) :]
+        mismatch = extremes.cpu() != mine
+        differ = mismatch[: len(keys)] | mismatch[len(keys) :]
         names = [key for key, bad in zip(keys, differ.tolist(), strict=True) if bad]
         if names:
             raise DistributedError(

@@ -24,6 +24,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mrif.allocator import worker_allocator_settings
 from mrif.config import SPEED_ONLY, RunConfig, recorded_setting
 from mrif.data.dataset import FORMAT_VERSION
 from mrif.data.registry import resolve_dataset
@@ -236,7 +237,8 @@ STOP_GRACE_SECONDS = 30.0
 
 
 class _Workers:
-    """One spawned process per run, reporting through a queue."""
+    """One spawned process per run, reporting through a queue, with the allocator settings of
+    ``mrif.allocator``."""
 
     def __init__(self, jobs: int) -> None:
         self.context = multiprocessing.get_context("spawn")
@@ -250,7 +252,8 @@ class _Workers:
 
     def start(self, run: PlannedRun, args: tuple[Any, ...]) -> None:
         process = self.context.Process(target=_worker, args=(self.results, *args))
-        process.start()
+        with worker_allocator_settings():
+            process.start()
         self.running[run.out_dir] = (run, process)
 
     def wait(self) -> tuple[PlannedRun, dict[str, Any] | None, str | None]:

@@ -23,7 +23,7 @@ def test_glibc_workers_get_the_malloc_tunables() -> None:
     added = worker_environment({}, libc="glibc")
     assert added == {TUNABLES_VARIABLE: WORKER_MALLOC_TUNABLES}
     settings = dict(item.split("=") for item in WORKER_MALLOC_TUNABLES.split(":"))
-    # glibc ignores an mmap threshold above 32 MiB on 64-bit systems.
+    # mallopt(3) gives 32 MiB as the mmap threshold's upper limit on 64-bit systems.
     assert int(settings["glibc.malloc.mmap_threshold"]) <= 32 * 2**20
     assert int(settings["glibc.malloc.trim_threshold"]) >= 2**30
 

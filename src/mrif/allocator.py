@@ -4,9 +4,9 @@ A training step allocates and frees the same large tensors over and over. glibc'
 hands the free top of its heap back to the kernel and serves large requests with fresh
 mappings, so each step faults in new pages, which the kernel zeroes first: a five-seed Beauty
 reproduction took about 171 million page faults (30,000 a second). With a fixed mmap threshold
-of 32 MiB (glibc's largest on 64-bit) and a trim threshold of 4 GiB, freed memory stays in the
-heap for the next step. What is computed does not change, only where the memory comes from;
-see ``benchmarks/RESULTS.md`` for the time it saves.
+of 32 MiB (the upper limit mallopt(3) gives for 64-bit systems) and a trim threshold of 4 GiB,
+freed memory stays in the heap for the next step. What is computed does not change, only
+where the memory comes from; ``benchmarks/RESULTS.md`` records the time it saves.
 
 glibc reads these settings once, when a process starts, so they apply to spawned workers only.
 """

@@ -56,31 +56,30 @@ def test_a_spawned_process_inherits_the_settings_and_the_parent_gets_its_own_bac
     assert TUNABLES_VARIABLE not in os.environ
 
 
-class _RecordingProcess:
-    """Stands in for a worker process: records the environment it would have started with."""
-
-    started_with: list[str | None] = []
-
-    def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
-        pass
-
-    def start(self) -> None:
-        self.started_with.append(os.environ.get(TUNABLES_VARIABLE))
-
-
 def test_reproduction_workers_start_inside_the_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
+    started_with: list[str | None] = []
+
+    class RecordingProcess:
+        """Stands in for a worker process: records the environment it would start with."""
+
+        def __init__(self, target: Any, args: tuple[Any, ...]) -> None:
+            pass
+
+        def start(self) -> None:
+            started_with.append(os.environ.get(TUNABLES_VARIABLE))
+
     monkeypatch.delenv(TUNABLES_VARIABLE, raising=False)
     monkeypatch.setattr(
-        "mrif.allocator.worker_environment", lambda environ: {"GLIBC_TUNABLES": "x"}
+        "mrif.allocator.worker_environment", lambda environ: {TUNABLES_VARIABLE: "x"}
     )
     workers = reproduce_module._Workers(jobs=2)
     try:
-        monkeypatch.setattr(workers.context, "Process", _RecordingProcess)
+        monkeypatch.setattr(workers.context, "Process", RecordingProcess)
         workers.start(PlannedRun("pop", 0, tmp_path / "pop-s0", None), ())
     finally:
         workers.running.clear()
         workers.stop()
-    assert _RecordingProcess.started_with == ["x"]
+    assert started_with == ["x"]
     assert TUNABLES_VARIABLE not in os.environ
